@@ -1,0 +1,373 @@
+"""Typed run configuration: dataclasses loaded from YAML, overridden by `section.key=value`.
+
+Every check happens here, before any work starts: an unknown key, a wrong type or an
+impossible value raises `ConfigError` naming the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem, found before any work starts."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class AugmentConfig:
+    """On-the-fly augmentation of training audio (never applied to eval)."""
+
+    enabled: bool = False
+    speed_factors: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]; empty = off
+    noise_prob: float = 0.0  # probability of additive noise per sample
+    snr_db: list[float] = field(default_factory=lambda: [10.0, 30.0])  # [low, high]
+    gain_db: list[float] = field(default_factory=lambda: [0.0, 0.0])  # [low, high]; 0,0 = off
+
+    def check(self, at: str) -> None:
+        for f in self.speed_factors:
+            _require(f > 0, f"{at}.speed_factors", "positive factors", f)
+        _require(0.0 <= self.noise_prob <= 1.0, f"{at}.noise_prob", "a probability in [0, 1]", self.noise_prob)
+        for name in ("snr_db", "gain_db"):
+            lo_hi = getattr(self, name)
+            _require(len(lo_hi) == 2 and lo_hi[0] <= lo_hi[1], f"{at}.{name}", "[low, high] with low <= high", lo_hi)
+
+
+@dataclass
+class DataConfig:
+    """Where the shards are and how batches are formed."""
+
+    train_shards: str = ""  # folder with index.json (written by `asr-dist prepare`)
+    eval_shards: str = ""
+    processor: str = ""  # Wav2Vec2Processor folder; empty = build from the training transcripts
+    sample_rate: int = 16000
+    max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch
+    max_batch_samples: int = 32
+    min_duration: float = 0.0  # seconds; shorter samples are left out of the plan
+    max_duration: float = 30.0
+    bucket_shards: int = 8  # shards per shuffle/bucketing window (reads stay sequential)
+    longest_first: bool = False  # put the longest batch first so that an OOM shows at step 1
+    num_workers: int = 2
+    tolerate_missing_shards: bool = False
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def check(self, at: str) -> None:
+        _require(self.sample_rate > 0, f"{at}.sample_rate", "a positive rate in Hz", self.sample_rate)
+        _require(self.max_batch_seconds > 0, f"{at}.max_batch_seconds", "a positive number of seconds", self.max_batch_seconds)
+        _require(self.max_batch_samples >= 1, f"{at}.max_batch_samples", "an integer >= 1", self.max_batch_samples)
+        _require(0 <= self.min_duration < self.max_duration, f"{at}.min_duration", "0 <= min_duration < max_duration", self.min_duration)
+        _require(self.max_duration <= self.max_batch_seconds, f"{at}.max_duration",
+                 f"at most data.max_batch_seconds ({self.max_batch_seconds}) so every sample fits a batch", self.max_duration)
+        _require(self.bucket_shards >= 1, f"{at}.bucket_shards", "an integer >= 1", self.bucket_shards)
+        _require(self.num_workers >= 0, f"{at}.num_workers", "an integer >= 0", self.num_workers)
+        self.augment.check(f"{at}.augment")
+
+
+@dataclass
+class ModelConfig:
+    """A pretrained checkpoint (hub id or folder) or a model built from these sizes."""
+
+    pretrained: str = ""  # e.g. facebook/wav2vec2-base or a local folder; empty = build from config
+    conv_dim: list[int] = field(default_factory=lambda: [64] * 7)
+    conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
+    conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    intermediate_size: int = 1024
+    num_conv_pos_embeddings: int = 64
+    num_conv_pos_embedding_groups: int = 16
+    hidden_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    attention_dropout: float = 0.1
+    feat_proj_dropout: float = 0.0
+    final_dropout: float = 0.0
+    layerdrop: float = 0.0
+    mask_time_prob: float = 0.05  # SpecAugment
+    mask_time_length: int = 10
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 10
+    gradient_checkpointing: bool = False
+
+    def check(self, at: str) -> None:
+        _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",
+                 "conv_dim, conv_kernel and conv_stride of equal length", (self.conv_dim, self.conv_kernel, self.conv_stride))
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            _require(getattr(self, name) >= 1, f"{at}.{name}", "an integer >= 1", getattr(self, name))
+        _require(self.hidden_size % self.num_attention_heads == 0, f"{at}.num_attention_heads",
+                 f"a divisor of model.hidden_size ({self.hidden_size})", self.num_attention_heads)
+        for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
+                     "final_dropout", "layerdrop", "mask_time_prob", "mask_feature_prob"):
+            _require(0.0 <= getattr(self, name) < 1.0, f"{at}.{name}", "a probability in [0, 1)", getattr(self, name))
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adamw", "adam"] = "adamw"
+    lr: float = 1e-3  # CTC head (and the encoder, unless encoder_lr is set)
+    encoder_lr: float | None = None
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 = no clipping
+
+    def check(self, at: str) -> None:
+        _require(self.lr > 0, f"{at}.lr", "a positive learning rate", self.lr)
+        _require(self.encoder_lr is None or self.encoder_lr > 0, f"{at}.encoder_lr", "a positive learning rate or null", self.encoder_lr)
+        _require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{at}.betas", "two numbers in [0, 1)", self.betas)
+        _require(self.eps > 0, f"{at}.eps", "a positive number", self.eps)
+        _require(self.weight_decay >= 0, f"{at}.weight_decay", "a number >= 0", self.weight_decay)
+        _require(self.max_grad_norm >= 0, f"{at}.max_grad_norm", "a number >= 0 (0 = off)", self.max_grad_norm)
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate multiplier as a pure function of the optimizer step (see lr_schedule.py)."""
+
+    name: Literal["constant", "linear", "cosine", "exponential", "tri_stage"] = "tri_stage"
+    warmup_steps: int = 0
+    gamma: float = 0.999  # exponential: lr_t = lr_0 * gamma^t (t counted in steps or epochs)
+    decay_per: Literal["step", "epoch"] = "step"
+    hold_steps: int = 0  # tri_stage
+    decay_steps: int = 0  # tri_stage; linear/cosine decay to the end of training when 0
+    final_lr_scale: float = 0.05  # tri_stage end, cosine/linear floor
+
+    def check(self, at: str) -> None:
+        for name in ("warmup_steps", "hold_steps", "decay_steps"):
+            _require(getattr(self, name) >= 0, f"{at}.{name}", "an integer >= 0", getattr(self, name))
+        _require(0 < self.gamma <= 1, f"{at}.gamma", "a decay factor in (0, 1]", self.gamma)
+        _require(0 <= self.final_lr_scale <= 1, f"{at}.final_lr_scale", "a scale in [0, 1]", self.final_lr_scale)
+
+
+@dataclass
+class FreezingConfig:
+    feature_encoder: bool = True  # the CNN over raw audio
+    lower_layers: int = 0  # lowest N transformer layers
+    encoder_updates: int = 0  # fairseq's freeze_finetune_updates: only the CTC head learns for K updates
+
+    def check(self, at: str) -> None:
+        _require(self.lower_layers >= 0, f"{at}.lower_layers", "an integer >= 0", self.lower_layers)
+        _require(self.encoder_updates >= 0, f"{at}.encoder_updates", "an integer >= 0", self.encoder_updates)
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    max_steps: int = 1000  # optimizer updates
+    max_epochs: int = 1000
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "bf16"] = "bf16"
+    log_every: int = 10
+    resume: str = "auto"  # auto | none | PATH to a checkpoint folder
+
+    def check(self, at: str) -> None:
+        _require(self.max_steps >= 1, f"{at}.max_steps", "an integer >= 1", self.max_steps)
+        _require(self.max_epochs >= 1, f"{at}.max_epochs", "an integer >= 1", self.max_epochs)
+        _require(self.grad_accum >= 1, f"{at}.grad_accum", "an integer >= 1", self.grad_accum)
+        _require(self.log_every >= 1, f"{at}.log_every", "an integer >= 1", self.log_every)
+        _require(bool(self.run_dir), f"{at}.run_dir", "a folder path", self.run_dir)
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500  # 0 = off
+    every_minutes: float = 0.0  # 0 = off
+    keep_last: int = 2
+    keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
+    on_save_error: Literal["continue", "stop"] = "continue"
+
+    def check(self, at: str) -> None:
+        _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = off)", self.every_steps)
+        _require(self.every_minutes >= 0, f"{at}.every_minutes", "a number >= 0 (0 = off)", self.every_minutes)
+        _require(self.keep_last >= 1, f"{at}.keep_last", "an integer >= 1", self.keep_last)
+
+
+@dataclass
+class EvalConfig:
+    every_steps: int = 0  # 0 = only at the end
+    num_examples: int = 5  # reference/hypothesis pairs printed
+    subset_field: str = "speaker"  # per-subset WER breakdown by this metadata field
+
+    def check(self, at: str) -> None:
+        _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = only at the end)", self.every_steps)
+        _require(self.num_examples >= 0, f"{at}.num_examples", "an integer >= 0", self.num_examples)
+
+
+@dataclass
+class SlurmConfig:
+    """Resources for `asr-dist submit` (submitit's AutoExecutor)."""
+
+    job_name: str = "asr_dist"
+    folder: str = ""  # submitit logs; empty = <run_dir>/slurm
+    nodes: int = 1
+    tasks_per_node: int = 1  # one task per GPU (per process on CPU)
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float = 0  # 0 = Slurm's default
+    timeout_min: int = 60
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    exclusive: bool = False
+    signal_delay_s: int = 90  # USR2 this long before the time limit
+    max_requeues: int = 3
+    additional_parameters: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, at: str) -> None:
+        for name in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min"):
+            _require(getattr(self, name) >= 1, f"{at}.{name}", "an integer >= 1", getattr(self, name))
+        for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
+            _require(getattr(self, name) >= 0, f"{at}.{name}", "an integer >= 0", getattr(self, name))
+        _require(self.mem_gb >= 0, f"{at}.mem_gb", "a number >= 0", self.mem_gb)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    freezing: FreezingConfig = field(default_factory=FreezingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+    def check(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).check(f.name)
+        if not self.model.pretrained:
+            _require(self.freezing.lower_layers <= self.model.num_hidden_layers, "freezing.lower_layers",
+                     f"at most model.num_hidden_layers ({self.model.num_hidden_layers})", self.freezing.lower_layers)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the resolved config (every key, defaults included) as YAML."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML file (optional), apply `section.key=value` overrides, build and check the Config."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(raw).__name__}")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    cfg = _build(Config, raw, "")
+    cfg.check()
+    return cfg
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build and check a Config from a plain dict (e.g. a saved resolved config)."""
+    cfg = _build(Config, raw, "")
+    cfg.check()
+    return cfg
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, at: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{at or 'config'}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{at}.{unknown[0]}" if at else unknown[0]
+        raise ConfigError(f"unknown key {where}; allowed keys{' in ' + at if at else ''}: {', '.join(names)}")
+    kwargs = {}
+    for name in names:
+        if name in raw:
+            key = f"{at}.{name}" if at else name
+            kwargs[name] = _coerce(hints[name], raw[name], key)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} = {value!r} must be a list")
+        return [_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} = {value!r} must be a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} = {value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-5` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r} must be a string")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _require(ok: bool, key: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} is not allowed; expected {allowed}")

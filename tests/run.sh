@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the whole suite: warms DeepSpeed's JIT op cache once, starts the local Slurm, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+$PY -m pytest -ra -q --timeout=900 tests "$@"
