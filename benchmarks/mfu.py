@@ -1,0 +1,168 @@
+"""Model FLOPs utilization: the tiny Wav2Vec2ForCTC's training FLOPs against this machine's matmul peak.
+
+Three measurements, all on this machine:
+1. the peak: a large square matmul timed in fp32 and in bf16 (what the BLAS can reach at all);
+2. the work: FLOPs of one training step (forward + backward) per second of audio, counted by
+   `torch.utils.flop_counter.FlopCounterMode` on the model of configs/train/demo.yaml (or the config defaults),
+   with the feature encoder frozen or not as that config says (a frozen CNN runs no backward);
+3. the speed: audio seconds per second of a plain train step (forward, backward, AdamW) in fp32 and under bf16
+   autocast; `run_all.py` may also pass the trainer's own figure from train_throughput.py.
+MFU = speed x FLOPs per audio second / peak. Attention is counted with the eager implementation, because the
+counter does not know the CPU flash-attention kernel that SDPA picks (its math FLOPs are the same). The
+counter's own formula for a convolution's backward ignores `groups` in the weight gradient (16x too much for
+wav2vec2's grouped positional convolution), so `conv_backward_flops` below replaces it.
+
+Run as a script to print the figures as JSON: `python benchmarks/mfu.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+
+from asr_dist.config import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "train" / "demo.yaml"
+SAMPLE_RATE = 16000
+VOCAB_SIZE = 32  # the character vocabulary: A-Z, apostrophe, word delimiter, pad, unk, bos/eos
+
+
+def matmul_peak_flops(dtype: torch.dtype, size: int, seconds: float) -> float:
+    """Best FLOP/s of an n x n x n matmul over repeated runs (best, not mean: other load only slows it)."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)  # warm-up: thread pool, kernel selection
+    best = float("inf")
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best
+
+
+def load_model_config() -> tuple[Config, str]:
+    """The demo's training config when it exists, else the defaults (both are the 'tiny' model)."""
+    if DEMO_CONFIG.is_file():
+        return load_config(DEMO_CONFIG), str(DEMO_CONFIG.relative_to(REPO))
+    return load_config(None), "config defaults"
+
+
+def build_model(cfg: Config, attn_implementation: str | None = None) -> torch.nn.Module:
+    """A randomly initialized Wav2Vec2ForCTC with the config's sizes and freezing of the feature encoder."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    m = cfg.model
+    hf = Wav2Vec2Config(
+        vocab_size=VOCAB_SIZE, conv_dim=m.conv_dim, conv_kernel=m.conv_kernel, conv_stride=m.conv_stride,
+        num_feat_extract_layers=len(m.conv_dim), hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
+        num_attention_heads=m.num_attention_heads, intermediate_size=m.intermediate_size,
+        num_conv_pos_embeddings=m.num_conv_pos_embeddings, num_conv_pos_embedding_groups=m.num_conv_pos_embedding_groups,
+        feat_extract_norm="layer", do_stable_layer_norm=True, ctc_loss_reduction="sum", ctc_zero_infinity=True,
+        mask_time_prob=m.mask_time_prob, mask_time_length=m.mask_time_length, layerdrop=0.0, pad_token_id=0,
+    )
+    if attn_implementation:
+        hf._attn_implementation = attn_implementation
+    model = Wav2Vec2ForCTC(hf)
+    if cfg.freezing.feature_encoder:
+        model.freeze_feature_encoder()
+    return model.train()
+
+
+def fake_batch(batch_size: int, seconds: float) -> dict[str, torch.Tensor]:
+    """Random audio and labels at about 15 characters per second (read speech)."""
+    g = torch.Generator().manual_seed(0)
+    n = int(seconds * SAMPLE_RATE)
+    labels = torch.randint(1, VOCAB_SIZE, (batch_size, int(seconds * 15)), generator=g)
+    return {"input_values": torch.randn(batch_size, n, generator=g), "labels": labels}
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape) -> int:
+    """Each gradient (input, weight) of a convolution costs what its forward costs, groups included."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def train_flops_per_audio_second(cfg: Config, batch_size: int, seconds: float) -> tuple[float, float]:
+    """(training FLOPs, forward FLOPs) per audio second of one forward + backward."""
+    torch.manual_seed(0)
+    model = build_model(cfg, attn_implementation="eager")
+    batch = fake_batch(batch_size, seconds)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    with counter:
+        loss = model(**batch).loss
+    forward = counter.get_total_flops()
+    with counter:  # re-entering resets the counts
+        loss = model(**batch).loss
+        loss.backward()
+    audio = batch_size * seconds
+    return counter.get_total_flops() / audio, forward / audio
+
+
+def train_audio_seconds_per_second(cfg: Config, batch_size: int, seconds: float, bf16: bool, steps: int) -> float:
+    """Median throughput of forward + backward + AdamW steps (after one warm-up step)."""
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = fake_batch(batch_size, seconds)
+    times = []
+    for step in range(steps + 1):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return batch_size * seconds / times[len(times) // 2]
+
+
+def run(quick: bool = False, trainer_audio_sec_per_sec: float | None = None, trainer_bf16: bool = True) -> dict:
+    """Every figure as a flat dict; `trainer_audio_sec_per_sec` (asr_dist's measured speed) adds its MFU."""
+    cfg, source = load_model_config()
+    batch_size, seconds = (4, 4.0) if quick else (8, 4.0)
+    peak_size, peak_time = (1024, 1.0) if quick else (2048, 3.0)
+    steps = 2 if quick else 5
+    peak_fp32 = matmul_peak_flops(torch.float32, peak_size, peak_time)
+    peak_bf16 = matmul_peak_flops(torch.bfloat16, peak_size, peak_time)
+    flops_per_audio_s, fwd_per_audio_s = train_flops_per_audio_second(cfg, batch_size, seconds)
+    speed_fp32 = train_audio_seconds_per_second(cfg, batch_size, seconds, bf16=False, steps=steps)
+    speed_bf16 = train_audio_seconds_per_second(cfg, batch_size, seconds, bf16=True, steps=steps)
+    result = {
+        "model_config": source,
+        "threads": torch.get_num_threads(),
+        "batch": f"{batch_size} x {seconds:g} s",
+        "peak_matmul_gflops_fp32": peak_fp32 / 1e9,
+        "peak_matmul_gflops_bf16": peak_bf16 / 1e9,
+        "train_gflop_per_audio_second": flops_per_audio_s / 1e9,
+        "forward_gflop_per_audio_second": fwd_per_audio_s / 1e9,
+        "train_step_audio_sec_per_sec_fp32": speed_fp32,
+        "train_step_audio_sec_per_sec_bf16": speed_bf16,
+        "mfu_fp32": speed_fp32 * flops_per_audio_s / peak_fp32,
+        "mfu_bf16": speed_bf16 * flops_per_audio_s / peak_bf16,
+    }
+    if trainer_audio_sec_per_sec:
+        peak = peak_bf16 if trainer_bf16 else peak_fp32
+        result["trainer_audio_sec_per_sec"] = trainer_audio_sec_per_sec
+        result["mfu_trainer"] = trainer_audio_sec_per_sec * flops_per_audio_s / peak
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller matmul and batch, fewer steps")
+    args = parser.parse_args()
+    print(json.dumps(run(quick=args.quick), indent=2))
+
+
+if __name__ == "__main__":
+    main()
