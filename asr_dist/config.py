@@ -131,21 +131,63 @@ class OptimizerConfig:
 
 @dataclass
 class ScheduleConfig:
-    """Learning-rate multiplier as a pure function of the optimizer step (see lr_schedule.py)."""
+    """Learning-rate multiplier as a pure function of the optimizer step (see lr_schedule.py).
+
+    Every schedule has the same three phases: a linear warmup from `init_lr_scale` to 1 over
+    `warmup_steps`, a hold at 1 for `hold_steps`, then the decay that `name` picks:
+    constant (none), linear or cosine (1 -> final_lr_scale over decay_steps), tri_stage (fairseq's
+    exponential 1 -> final_lr_scale over decay_steps), exponential (gamma^t, t in steps after
+    warmup + hold, or in epochs with decay_per=epoch). The multiplier scales each optimizer param
+    group's own base lr, so the CTC head and the encoder keep their ratio.
+    """
 
     name: Literal["constant", "linear", "cosine", "exponential", "tri_stage"] = "tri_stage"
     warmup_steps: int = 0
-    gamma: float = 0.999  # exponential: lr_t = lr_0 * gamma^t (t counted in steps or epochs)
-    decay_per: Literal["step", "epoch"] = "step"
-    hold_steps: int = 0  # tri_stage
-    decay_steps: int = 0  # tri_stage; linear/cosine decay to the end of training when 0
-    final_lr_scale: float = 0.05  # tri_stage end, cosine/linear floor
+    hold_steps: int = 0
+    decay_steps: int = 0  # linear/cosine/tri_stage; 0 = decay until train.max_steps
+    phase_ratio: list[float] = field(default_factory=list)  # fairseq's [warmup, hold, decay] fractions of max_steps
+    init_lr_scale: float = 0.01  # warmup starts at lr * init_lr_scale (fairseq's default)
+    final_lr_scale: float = 0.05  # linear/cosine/tri_stage end value (wav2vec2 fine-tuning recipes use 0.05)
+    gamma: float = 0.999  # exponential: lr_t = lr_0 * gamma^t
+    decay_per: Literal["step", "epoch"] = "step"  # exponential only: t counts steps or epochs
 
     def check(self, at: str) -> None:
         for name in ("warmup_steps", "hold_steps", "decay_steps"):
             _require(getattr(self, name) >= 0, f"{at}.{name}", "an integer >= 0", getattr(self, name))
+        if self.phase_ratio:
+            _require(len(self.phase_ratio) == 3 and all(r >= 0 for r in self.phase_ratio)
+                     and abs(sum(self.phase_ratio) - 1.0) < 1e-6, f"{at}.phase_ratio",
+                     "three fractions [warmup, hold, decay] >= 0 adding up to 1 (or [] to give steps)", self.phase_ratio)
+            _require(self.warmup_steps == self.hold_steps == self.decay_steps == 0, f"{at}.phase_ratio",
+                     f"either phase_ratio or {at}.warmup_steps/hold_steps/decay_steps, not both", self.phase_ratio)
+        _require(0 <= self.init_lr_scale <= 1, f"{at}.init_lr_scale", "a scale in [0, 1]", self.init_lr_scale)
+        if self.name == "tri_stage":
+            _require(0 < self.final_lr_scale <= 1, f"{at}.final_lr_scale",
+                     "a scale in (0, 1] (tri_stage decays exponentially, log(0) is undefined)", self.final_lr_scale)
+        else:
+            _require(0 <= self.final_lr_scale <= 1, f"{at}.final_lr_scale", "a scale in [0, 1]", self.final_lr_scale)
         _require(0 < self.gamma <= 1, f"{at}.gamma", "a decay factor in (0, 1]", self.gamma)
-        _require(0 <= self.final_lr_scale <= 1, f"{at}.final_lr_scale", "a scale in [0, 1]", self.final_lr_scale)
+        _require(self.decay_per == "step" or self.name == "exponential", f"{at}.decay_per",
+                 f"'step' unless {at}.name is exponential (only exponential decays per epoch)", self.decay_per)
+
+    def phase_steps(self, total_steps: int) -> tuple[int, int, int]:
+        """(warmup, hold, decay) in optimizer steps for a run of `total_steps` updates.
+
+        phase_ratio follows fairseq (int(total * ratio) each); decay_steps = 0 means "until the end".
+        """
+        if self.phase_ratio:
+            warmup, hold, decay = (int(total_steps * r) for r in self.phase_ratio)
+            return warmup, hold, decay
+        decay = self.decay_steps or max(total_steps - self.warmup_steps - self.hold_steps, 0)
+        return self.warmup_steps, self.hold_steps, decay
+
+    def check_steps(self, at: str, total_steps: int, total_key: str) -> None:
+        """Fail before training when the phases leave nothing to decay over (a silent constant lr)."""
+        if self.name in ("linear", "cosine", "tri_stage"):
+            warmup, hold, decay = self.phase_steps(total_steps)
+            _require(decay > 0, f"{at}.decay_steps",
+                     f"> 0 steps to decay over: warmup ({warmup}) + hold ({hold}) leave none of "
+                     f"{total_key} ({total_steps}); lower them or set decay_steps", self.decay_steps)
 
 
 @dataclass
@@ -247,6 +289,7 @@ class Config:
     def check(self) -> None:
         for f in dataclasses.fields(self):
             getattr(self, f.name).check(f.name)
+        self.schedule.check_steps("schedule", self.train.max_steps, "train.max_steps")
         if not self.model.pretrained:
             _require(self.freezing.lower_layers <= self.model.num_hidden_layers, "freezing.lower_layers",
                      f"at most model.num_hidden_layers ({self.model.num_hidden_layers})", self.freezing.lower_layers)
