@@ -1,0 +1,178 @@
+"""Check, convert and FLAC-encode one utterance: the work `asr-dist prepare` spreads over processes.
+
+Everything here is a pure function of the input file and the limits, so that shards come out
+byte-identical whatever the number of workers: audio is read with libsndfile (soundfile), downmixed by
+averaging channels, resampled with torchaudio only when the rate differs, rounded to 16-bit PCM and
+encoded as FLAC (lossless: the pipeline decodes exactly these samples).
+
+A bad input is not an exception to the caller: `encode_utterance` returns a `Rejected` with a short
+stable reason (see REASONS) and a human detail, and prepare lists it in rejects.jsonl.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from asr_dist.corpus.readers import Utterance
+from asr_dist.text import ctc_label_count
+
+REASONS = {
+    "missing_audio": "the audio file does not exist",
+    "unreadable": "libsndfile cannot open the file (not audio, unknown format, header damaged)",
+    "truncated": "fewer frames than the header declares, or a decode error mid-file",
+    "empty_audio": "no samples, or only digital silence",
+    "empty_text": "no transcript, or nothing left after normalization",
+    "unnormalizable_text": "the transcript holds digits, symbols or letters outside A-Z",
+    "too_short": "shorter than min_duration",
+    "too_long": "longer than max_duration",
+    "too_short_for_ctc": "fewer model frames than the transcript needs under CTC",
+    "duplicate_key": "another utterance already has this key",
+}
+
+# wav2vec2's convolutional feature encoder (kernel, stride): 320 samples per frame, 20 ms at 16 kHz.
+WAV2VEC2_CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
+
+
+def ctc_frames(num_samples: int, conv_layers=WAV2VEC2_CONV_LAYERS) -> int:
+    """Output frames of the conv feature encoder for `num_samples` input samples (no padding)."""
+    length = num_samples
+    for kernel, stride in conv_layers:
+        length = (length - kernel) // stride + 1
+        if length <= 0:
+            return 0
+    return length
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    sample_rate: int = 16000
+    min_duration: float = 0.2  # seconds
+    max_duration: float = 30.0
+
+
+@dataclass
+class EncodedSample:
+    """One sample ready for the shard: KEY.flac bytes and the KEY.json fields."""
+
+    key: str
+    flac: bytes
+    num_samples: int
+    duration: float
+    text: str  # normalized
+    speaker: str
+    source: str
+    meta: dict = field(default_factory=dict)
+
+    def json_bytes(self) -> bytes:
+        record = {**self.meta, "text": self.text, "duration": self.duration, "speaker": self.speaker,
+                  "source": self.source}
+        return json.dumps(record, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass
+class Rejected:
+    key: str
+    source: str
+    reason: str  # one of REASONS
+    detail: str
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "key": self.key, "reason": self.reason, "detail": self.detail}
+
+
+class AudioProblem(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rejected:
+    """Read `utt.audio`, check it against `utt.text` (already normalized) and the limits, encode FLAC."""
+    try:
+        pcm = read_pcm16(utt.audio, limits.sample_rate)
+    except AudioProblem as e:
+        return Rejected(utt.key, utt.audio, e.reason, e.detail)
+    duration = len(pcm) / limits.sample_rate
+    if duration < limits.min_duration:
+        return Rejected(utt.key, utt.audio, "too_short", f"{duration:.3f} s < min_duration {limits.min_duration} s")
+    if duration > limits.max_duration:
+        return Rejected(utt.key, utt.audio, "too_long", f"{duration:.3f} s > max_duration {limits.max_duration} s")
+    frames, needed = ctc_frames(len(pcm)), ctc_label_count(utt.text)
+    if frames < needed:
+        return Rejected(utt.key, utt.audio, "too_short_for_ctc",
+                        f"{duration:.3f} s gives {frames} frames of 20 ms; the transcript needs {needed}")
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, limits.sample_rate, format="FLAC", subtype="PCM_16")
+    return EncodedSample(key=utt.key, flac=buffer.getvalue(), num_samples=len(pcm), duration=duration,
+                         text=utt.text, speaker=utt.speaker, source=utt.audio, meta=dict(utt.meta))
+
+
+# ----------------------------------------------------------------------------- reading audio
+
+_WAV_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMED_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # writers that could not seek back put these
+
+
+def read_pcm16(path: str, sample_rate: int) -> np.ndarray:
+    """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file."""
+    if not Path(path).is_file():
+        raise AudioProblem("missing_audio", f"no such file: {path}")
+    try:
+        info = sf.info(path)
+    except Exception as e:  # libsndfile's error for anything it cannot open
+        raise AudioProblem("unreadable", _one_line(e)) from None
+    if info.frames == 0:
+        raise AudioProblem("empty_audio", "the file holds no samples")
+    declared = _declared_wav_data_bytes(info)
+    if declared is not None:
+        raise AudioProblem("truncated", f"the WAV header declares {declared[0]} data bytes, the file has {declared[1]}")
+    exact = info.samplerate == sample_rate and info.channels == 1 and info.subtype == "PCM_16"
+    try:
+        with sf.SoundFile(path) as f:
+            data = f.read(dtype="int16" if exact else "float64", always_2d=True)
+    except Exception as e:  # a decode error after a good header: the stream is cut or damaged
+        raise AudioProblem("truncated", f"decode error: {_one_line(e)}") from None
+    if len(data) < info.frames and info.format not in ("MPEG",):  # MP3 headers only estimate the length
+        raise AudioProblem("truncated", f"read {len(data)} of the {info.frames} frames the header declares")
+    if len(data) == 0 or not np.any(data):
+        raise AudioProblem("empty_audio", "no samples" if len(data) == 0 else "digital silence (all samples zero)")
+    if exact:
+        return np.ascontiguousarray(data[:, 0])
+    mono = data.mean(axis=1)
+    if info.samplerate != sample_rate:
+        mono = _resample(mono, info.samplerate, sample_rate)
+    return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def _resample(samples: np.ndarray, orig: int, new: int) -> np.ndarray:
+    import torch
+    import torchaudio.functional
+
+    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    return torchaudio.functional.resample(waveform, orig, new).numpy().astype(np.float64)
+
+
+def _declared_wav_data_bytes(info) -> tuple[int, int] | None:
+    """(declared, present) data-chunk bytes when a WAV header promises more than the file holds.
+    libsndfile silently reads what is there, so a cut WAV is only visible in its header log."""
+    if info.format not in ("WAV", "WAVEX", "RF64", "W64"):
+        return None
+    match = _WAV_DATA_SIZE.search(info.extra_info or "")
+    if not match:
+        return None
+    declared, present = int(match.group(1)), int(match.group(2))
+    if declared in _STREAMED_WAV_SIZES or declared <= present:
+        return None
+    return declared, present
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
