@@ -27,6 +27,7 @@ UNK_TOKEN = "[UNK]"
 WORD_DELIMITER = "|"  # stands for the space between words
 
 _APOSTROPHES = "\u2019\u2018\u02bc\u0060\u00b4"  # ’ ‘ ʼ ` ´ -> '
+_SPOKEN_PUNCTUATION = set("&%#@*/\\")  # punctuation by Unicode, yet read aloud ("and", "percent" ...)
 _INNER_APOSTROPHE = re.compile(r"(?<=[A-Z])'(?=[A-Z])")
 
 
@@ -71,7 +72,7 @@ def normalize_text(text: str, rules: TextRules | None = None, **overrides) -> st
             out.append("'" if rules.keep_apostrophes else "")
         elif category == "Pd":  # hyphens and dashes
             out.append(" " if rules.dashes_to_spaces else "")
-        elif category.startswith("P"):  # other punctuation is not spoken
+        elif category.startswith("P") and c not in _SPOKEN_PUNCTUATION:  # other punctuation is not spoken
             out.append("")
         elif category.startswith(("Z", "C")):  # other spaces, tabs, newlines, control characters
             out.append(" ")
