@@ -247,31 +247,44 @@ class EvalConfig:
 
 @dataclass
 class SlurmConfig:
-    """Resources for `asr-dist submit` (submitit's AutoExecutor)."""
+    """Resources and requeue policy for `asr-dist submit` (submitit's AutoExecutor; see docs/slurm.md)."""
 
     job_name: str = "asr_dist"
-    folder: str = ""  # submitit logs; empty = <run_dir>/slurm
+    folder: str = ""  # submitit's pickles and logs; empty = <run_dir>/slurm
     nodes: int = 1
-    tasks_per_node: int = 1  # one task per GPU (per process on CPU)
+    tasks_per_node: int = 1  # one task per GPU (per process on CPU); must equal gpus_per_node when that is > 0
     gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float = 0  # 0 = Slurm's default
-    timeout_min: int = 60
-    partition: str = ""
+    cpus_per_task: int = 1  # also each task's OMP_NUM_THREADS
+    mem_gb: float = 0  # per node; 0 = Slurm's default
+    timeout_min: int = 60  # Slurm counts whole minutes
+    partition: str = ""  # empty = the cluster's default partition
     account: str = ""
     qos: str = ""
     constraint: str = ""
     exclusive: bool = False
-    signal_delay_s: int = 90  # USR2 this long before the time limit
-    max_requeues: int = 3
-    additional_parameters: dict[str, Any] = field(default_factory=dict)
+    signal_delay_s: int = 90  # USR2 this long before the time limit: the trainer's time to stop and save
+    max_requeues: int = 3  # graceful stops (time limit, preemption, USR2) that requeue the job; then it ends
+    master_port: int = 0  # torch.distributed port on the first node; 0 = derived from the job id
+    setup: list[str] = field(default_factory=list)  # shell lines before srun: `module load ...`, `export NCCL_...`
+    additional_parameters: dict[str, Any] = field(default_factory=dict)  # more #SBATCH options: {"mail-type": "END"}
 
     def check(self, at: str) -> None:
+        _require(bool(self.job_name.strip()) and not any(c.isspace() for c in self.job_name), f"{at}.job_name",
+                 "a non-empty name without spaces", self.job_name)
         for name in ("nodes", "tasks_per_node", "cpus_per_task", "timeout_min"):
             _require(getattr(self, name) >= 1, f"{at}.{name}", "an integer >= 1", getattr(self, name))
         for name in ("gpus_per_node", "signal_delay_s", "max_requeues"):
             _require(getattr(self, name) >= 0, f"{at}.{name}", "an integer >= 0", getattr(self, name))
         _require(self.mem_gb >= 0, f"{at}.mem_gb", "a number >= 0", self.mem_gb)
+        _require(self.gpus_per_node == 0 or self.tasks_per_node == self.gpus_per_node, f"{at}.tasks_per_node",
+                 f"one task per GPU: equal to slurm.gpus_per_node ({self.gpus_per_node})", self.tasks_per_node)
+        _require(self.signal_delay_s < self.timeout_min * 60, f"{at}.signal_delay_s",
+                 f"less than the time limit (slurm.timeout_min = {self.timeout_min} min)", self.signal_delay_s)
+        _require(self.master_port == 0 or 1024 <= self.master_port <= 65535, f"{at}.master_port",
+                 "0 (derived from the job id) or a port in 1024..65535", self.master_port)
+        for key in self.additional_parameters:
+            _require(isinstance(key, str) and bool(key) and not key.startswith("-"), f"{at}.additional_parameters",
+                     "sbatch option names without leading dashes, e.g. {mail-type: END}", key)
 
 
 @dataclass
