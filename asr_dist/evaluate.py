@@ -1,0 +1,278 @@
+"""Evaluation: validation CTC loss, greedy CTC decoding, corpus-level WER/CER with jiwer.
+
+Every rank decodes only its own eval batches (the eval loader gives each sample to exactly one
+rank, and ranks may hold different numbers), then one `gather_object` at the end brings every
+(key, reference, hypothesis, subset, loss) record to every rank. The scores are computed from the
+whole set on each rank, so WER on N ranks equals WER on one, and every rank can act on it (e.g.
+keep the best checkpoint) without another collective.
+
+Under DeepSpeed ZeRO-3 each forward gathers the partitioned parameters collectively, so all ranks
+must run the same number of forwards: before each batch the ranks agree (one all-reduce) whether
+anyone still has work, and a rank that has run out does a throw-away forward on one second of
+silence until all are done.
+
+Also the `asr-dist evaluate MODEL_DIR SHARD_DIR` command (an exported save_pretrained folder on a
+shard folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import jiwer
+import torch
+import torch.nn.functional as F
+
+from asr_dist.config import EvalConfig
+
+
+@dataclass
+class SubsetScore:
+    wer: float
+    cer: float
+    num_samples: int
+
+
+@dataclass
+class EvalResult:
+    """Scores over the whole eval set (identical on every rank)."""
+
+    loss: float  # summed CTC loss / number of target tokens
+    wer: float  # corpus-level: word errors over all utterances / reference words
+    cer: float
+    num_samples: int
+    num_tokens: int
+    audio_seconds: float
+    wall_seconds: float
+    subsets: dict[str, SubsetScore] = field(default_factory=dict)  # by EvalConfig.subset_field
+    examples: list[dict] = field(default_factory=list)  # {"key", "ref", "hyp"}, the first keys in order
+    duplicates_dropped: int = 0  # samples seen on more than one rank (a loader bug; counted once)
+    utterances: list[dict] = field(default_factory=list, repr=False)  # every record, sorted by key
+
+    def scalars(self, prefix: str = "eval/") -> dict[str, float]:
+        """Flat numbers for TensorBoard / metrics.jsonl (per-subset WER as eval/wer/<subset>)."""
+        out = {f"{prefix}loss": self.loss, f"{prefix}wer": self.wer, f"{prefix}cer": self.cer,
+               f"{prefix}num_samples": float(self.num_samples), f"{prefix}wall_seconds": self.wall_seconds}
+        for name, score in self.subsets.items():
+            out[f"{prefix}wer/{name}"] = score.wer
+            out[f"{prefix}cer/{name}"] = score.cer
+        return out
+
+    def format(self) -> str:
+        """A human-readable report: totals, per subset, and the reference/hypothesis examples."""
+        lines = [f"eval: {self.num_samples} utterances, {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s: "
+                 f"loss {self.loss:.4f}  WER {100 * self.wer:.2f}%  CER {100 * self.cer:.2f}%"]
+        if self.duplicates_dropped:
+            lines.append(f"  warning: {self.duplicates_dropped} samples were decoded on more than one rank (counted once)")
+        for name, s in sorted(self.subsets.items()):
+            lines.append(f"  {name:<24} WER {100 * s.wer:6.2f}%  CER {100 * s.cer:6.2f}%  ({s.num_samples} utterances)")
+        for ex in self.examples:
+            lines.append(f"  [{ex['key']}]\n    REF: {ex['ref']}\n    HYP: {ex['hyp']}")
+        return "\n".join(lines)
+
+    def to_dict(self, utterances: bool = False) -> dict:
+        d = asdict(self)
+        if not utterances:
+            d.pop("utterances")
+        return d
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def greedy_decode(logits: torch.Tensor, processor, output_lengths: torch.Tensor | None = None) -> list[str]:
+    """Best path per frame, then the tokenizer's CTC decoding (collapse repeats, drop the blank =
+    pad id, "|" -> space), exactly as `processor.batch_decode` and the ASR pipeline do.
+
+    `output_lengths` ([B] frames) cuts off padded frames, which would otherwise decode to noise.
+    """
+    ids = logits.argmax(dim=-1).cpu().tolist()
+    if output_lengths is not None:
+        ids = [row[: int(n)] for row, n in zip(ids, output_lengths.tolist())]
+    return processor.tokenizer.batch_decode(ids)
+
+
+def ctc_loss_per_sample(logits: torch.Tensor, labels: torch.Tensor, output_lengths: torch.Tensor,
+                        blank_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed (not averaged) CTC loss and target token count per sample, in fp32, zero_infinity.
+
+    Same formula as Wav2Vec2ForCTC's loss with reduction "sum", but per sample so that records
+    can be gathered, deduplicated and summed per subset.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, B, V]
+    target_mask = labels >= 0
+    target_lengths = target_mask.sum(-1)
+    with torch.backends.cudnn.flags(enabled=False):  # cudnn's CTC has stricter input rules
+        loss = F.ctc_loss(log_probs, labels.masked_select(target_mask), output_lengths, target_lengths,
+                          blank=blank_id, reduction="none", zero_infinity=True)
+    return loss, target_lengths
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
+             mixed_precision: str = "no") -> EvalResult:
+    """Loss and WER/CER of `model` (prepared or not) over `eval_loader` (this rank's batches).
+
+    Collective: every rank must call it. Leaves the model in the train/eval mode it found it in.
+    Batches follow docs/architecture.md; the reference is meta["text"] when present, else the
+    labels decoded. attention_mask goes to the model only when the feature extractor asks for one
+    (wav2vec2-base style models, feat_extract_norm="group", must not get it).
+    """
+    started = time.perf_counter()
+    net = accelerator.unwrap_model(model)
+    zero3 = _is_zero3(accelerator)
+    use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", True))
+    blank_id = processor.tokenizer.pad_token_id
+    dtype = next(net.parameters()).dtype  # DeepSpeed bf16 keeps bf16 weights: inputs must match
+    autocast = (torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
+                if mixed_precision == "bf16" else contextlib.nullcontext())
+    records: list[dict] = []
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            batches = iter(eval_loader)
+            while True:
+                batch = next(batches, None)
+                if zero3:
+                    anyone = accelerator.reduce(torch.tensor([batch is not None], dtype=torch.long,
+                                                             device=accelerator.device), reduction="sum")
+                    if int(anyone.item()) == 0:
+                        break
+                    if batch is None:  # keep in step with ranks that still have batches
+                        silence = torch.zeros(1, processor.feature_extractor.sampling_rate, dtype=dtype,
+                                              device=accelerator.device)
+                        with autocast:
+                            net(input_values=silence)
+                        continue
+                elif batch is None:
+                    break
+                records.extend(_decode_batch(net, batch, processor, accelerator.device, dtype, autocast,
+                                             use_mask, blank_id, cfg_eval.subset_field))
+    finally:
+        net.train(was_training)
+    from accelerate.utils import gather_object
+
+    all_records = gather_object(records)
+    return score(all_records, cfg_eval.num_examples, wall_seconds=time.perf_counter() - started)
+
+
+def _decode_batch(net, batch, processor, device, dtype, autocast, use_mask, blank_id, subset_field) -> list[dict]:
+    input_values = batch["input_values"].to(device=device, dtype=dtype)
+    attention_mask = batch["attention_mask"].to(device)
+    with autocast:
+        logits = net(input_values=input_values, attention_mask=attention_mask if use_mask else None).logits
+    output_lengths = net._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+    labels = batch["labels"].to(device)
+    losses, tokens = ctc_loss_per_sample(logits, labels, output_lengths, blank_id)
+    hyps = greedy_decode(logits, processor, output_lengths)
+    metas = batch.get("meta") or [{} for _ in hyps]
+    out = []
+    for i, (key, meta, hyp) in enumerate(zip(batch["keys"], metas, hyps)):
+        ref = meta.get("text")
+        if ref is None:
+            ref = processor.tokenizer.decode([t for t in labels[i].tolist() if t >= 0], group_tokens=False)
+        out.append({"key": key, "ref": ref, "hyp": hyp,
+                    "subset": str(meta.get(subset_field, "unknown")) if subset_field else None,
+                    "loss": float(losses[i]), "tokens": int(tokens[i]),
+                    "seconds": float(attention_mask[i].sum()) / processor.feature_extractor.sampling_rate})
+    return out
+
+
+def _is_zero3(accelerator) -> bool:
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and int(getattr(plugin, "zero_stage", 0) or 0) == 3
+
+
+def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0) -> EvalResult:
+    """Scores from gathered records (any order, any split over ranks): corpus-level WER/CER with
+    jiwer over all pairs, never a mean of per-utterance rates."""
+    by_key: dict[str, dict] = {}
+    for r in records:
+        by_key.setdefault(r["key"], r)
+    duplicates = len(records) - len(by_key)
+    utts = [by_key[k] for k in sorted(by_key)]
+    if not utts:
+        raise ValueError("the eval set is empty: no utterance was decoded on any rank")
+    refs, hyps = [u["ref"] for u in utts], [u["hyp"] for u in utts]
+    tokens = sum(u["tokens"] for u in utts)
+    subsets: dict[str, SubsetScore] = {}
+    for name in sorted({u["subset"] for u in utts if u["subset"] is not None}):
+        part = [u for u in utts if u["subset"] == name]
+        subsets[name] = SubsetScore(wer=jiwer.wer([u["ref"] for u in part], [u["hyp"] for u in part]),
+                                    cer=jiwer.cer([u["ref"] for u in part], [u["hyp"] for u in part]),
+                                    num_samples=len(part))
+    return EvalResult(
+        loss=sum(u["loss"] for u in utts) / max(tokens, 1),
+        wer=jiwer.wer(refs, hyps), cer=jiwer.cer(refs, hyps),
+        num_samples=len(utts), num_tokens=tokens, audio_seconds=sum(u.get("seconds", 0.0) for u in utts),
+        wall_seconds=wall_seconds, subsets=subsets,
+        examples=[{"key": u["key"], "ref": u["ref"], "hyp": u["hyp"]} for u in utts[:num_examples]],
+        duplicates_dropped=duplicates, utterances=utts,
+    )
+
+
+# ----------------------------------------------------------------------------- `asr-dist evaluate`
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asr-dist evaluate",
+                                     description="WER/CER of an exported model folder on a shard folder.")
+    parser.add_argument("model_dir", help="save_pretrained folder with the model and its processor")
+    parser.add_argument("shard_dir", help="shard folder with index.json (written by `asr-dist prepare`)")
+    parser.add_argument("--output", help="JSON file to write (default: MODEL_DIR/eval-<shard folder name>.json)")
+    parser.add_argument("--subset-field", default=EvalConfig.subset_field,
+                        help="metadata field for the per-subset breakdown ('' = none)")
+    parser.add_argument("--num-examples", type=int, default=EvalConfig.num_examples)
+    parser.add_argument("--max-batch-seconds", type=float, default=60.0, help="padded audio seconds per batch")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    args = parser.parse_args(argv)
+
+    model_dir, shard_dir = Path(args.model_dir), Path(args.shard_dir)
+    if not (model_dir / "config.json").is_file():
+        print(f"error: {model_dir} is not an exported model folder (no config.json)", file=sys.stderr)
+        return 2
+    if not (shard_dir / "index.json").is_file():
+        print(f"error: {shard_dir} is not a shard folder (no index.json)", file=sys.stderr)
+        return 2
+
+    from accelerate import Accelerator
+    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from asr_dist.config import Config
+    from asr_dist.data import build_eval_loader
+
+    accelerator = Accelerator()
+    processor = Wav2Vec2Processor.from_pretrained(str(model_dir))
+    model = Wav2Vec2ForCTC.from_pretrained(str(model_dir)).to(accelerator.device)
+    cfg = Config()
+    cfg.data.eval_shards = str(shard_dir)
+    cfg.data.sample_rate = processor.feature_extractor.sampling_rate
+    cfg.data.max_batch_seconds = args.max_batch_seconds
+    cfg.data.max_duration = min(cfg.data.max_duration, args.max_batch_seconds)
+    cfg.data.num_workers = 0
+    cfg.eval.subset_field = args.subset_field
+    cfg.eval.num_examples = args.num_examples
+    cfg.check()
+    loader = build_eval_loader(cfg, processor, rank=accelerator.process_index, world_size=accelerator.num_processes)
+    result = evaluate(model, loader, processor, accelerator, cfg.eval, args.mixed_precision)
+    if accelerator.is_main_process:
+        print(result.format())
+        output = Path(args.output) if args.output else model_dir / f"eval-{shard_dir.resolve().name}.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps({"model_dir": str(model_dir), "shard_dir": str(shard_dir),
+                                      **result.to_dict(utterances=True)}, indent=1))
+        print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
