@@ -1,0 +1,231 @@
+"""Run every benchmark of the project and write one results table: benchmarks/results/results.{md,json}.
+
+The convention: each benchmark module exposes `run(quick: bool) -> dict` of figures (and prints them as JSON
+when run as a script). Each runs here in its own Python process, one after the other (they time things, so
+never two at once), so that one benchmark's crash, threads or memory cannot touch the next; a benchmark that
+fails is recorded with its error and the others still run. A module without `run` is run as a script and the
+last JSON object it prints is taken as its figures.
+
+    .venv/bin/python benchmarks/run_all.py            # full sizes (see each benchmark; tens of minutes)
+    .venv/bin/python benchmarks/run_all.py --quick    # smaller sizes, a few minutes
+    .venv/bin/python benchmarks/run_all.py --only mfu checkpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULT_MARKER = "@@BENCHMARK_RESULT@@ "
+
+# (name, script, what it measures), in the order they run and appear in the table.
+BENCHMARKS = [
+    ("prepare", "prepare.py", "shard writing: audio hours sharded per minute, synth speed"),
+    ("pipeline", "pipeline.py", "data pipeline: decode throughput, padding vs HF length grouping, resume skip time"),
+    ("train_throughput", "train_throughput.py", "training throughput vs the HF recipe (ratio), memory per rank"),
+    ("checkpoint", "checkpoint.py", "checkpoint save/load time and size per rank: DDP, ZeRO-2, ZeRO-3"),
+    ("mfu", "mfu.py", "model FLOPs utilization against the measured matmul peak (fp32, bf16)"),
+]
+
+
+# ----------------------------------------------------------------------------- one benchmark
+
+
+def child_main(script: Path, quick: bool, kwargs: dict[str, Any]) -> int:
+    """Inside the benchmark's own process: import it, call run(), print the figures behind a marker line."""
+    sys.path.insert(0, str(script.parent))
+    spec = importlib.util.spec_from_file_location(f"bench_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    accepted = inspect.signature(module.run).parameters
+    result = module.run(quick=quick, **{k: v for k, v in kwargs.items() if k in accepted})
+    print(RESULT_MARKER + json.dumps(result, default=str), flush=True)
+    return 0
+
+
+def has_run_function(script: Path) -> bool:
+    """Whether the module defines a top-level `run` (read from the source: importing would cost seconds)."""
+    import ast
+
+    tree = ast.parse(script.read_text())
+    return any(isinstance(node, ast.FunctionDef) and node.name == "run" for node in tree.body)
+
+
+def last_json_object(text: str) -> dict | None:
+    """The last line, or block of lines, of `text` that parses as a JSON object."""
+    lines = text.splitlines()
+    for end in range(len(lines), 0, -1):
+        for start in range(end - 1, -1, -1):
+            if not lines[start].lstrip().startswith("{"):
+                continue
+            try:
+                value = json.loads("\n".join(lines[start:end]))
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def run_benchmark(name: str, script: Path, quick: bool, timeout_s: float, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """{"status": "ok"|"failed"|"missing", "seconds", "figures" or "error", "log"}: never raises."""
+    if not script.is_file():
+        return {"status": "missing", "error": f"{script.relative_to(REPO)} does not exist yet", "seconds": 0.0}
+    if has_run_function(script):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(script), "--kwargs", json.dumps(kwargs)]
+    else:
+        cmd = [sys.executable, str(script)]
+    if quick:
+        cmd.append("--quick")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return {"status": "failed", "error": f"timed out after {timeout_s:.0f} s", "seconds": timeout_s, "log": out[-3000:]}
+    seconds = time.perf_counter() - t0
+    output = proc.stdout + proc.stderr
+    figures = None
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARKER):
+            figures = json.loads(line[len(RESULT_MARKER):])
+    if figures is None and proc.returncode == 0:
+        figures = last_json_object(proc.stdout)
+    if proc.returncode != 0 or figures is None:
+        reason = f"exit code {proc.returncode}" if proc.returncode else "printed no JSON object of figures"
+        last_error = next((ln for ln in reversed(output.strip().splitlines()) if ln.strip()), "")
+        return {"status": "failed", "error": f"{reason}: {last_error}", "seconds": seconds, "log": output[-3000:]}
+    return {"status": "ok", "seconds": seconds, "figures": figures}
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def flatten(figures: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested dicts become dotted names; lists of dicts (one per configuration) are indexed by their 'name'."""
+    rows: list[tuple[str, Any]] = []
+    if isinstance(figures, dict):
+        for key, value in figures.items():
+            rows += flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(figures, list) and figures and all(isinstance(v, dict) for v in figures):
+        for i, value in enumerate(figures):
+            label = value.get("name") or value.get("config") or value.get("mode") or str(i)
+            rows += flatten({k: v for k, v in value.items() if v is not label}, f"{prefix}[{label}]")
+    else:
+        rows.append((prefix, figures))
+    return rows
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:.4g}"
+        return f"{value:.3e}"
+    if isinstance(value, list):
+        return ", ".join(format_value(v) for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_results(results: dict[str, dict], info: dict[str, Any], quick: bool, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    payload = {"date": stamp, "quick": quick, "machine": info, "benchmarks": results}
+    json_path = out_dir / "results.json"
+    json_path.write_text(json.dumps(payload, indent=2, default=str))
+
+    lines = [f"# Benchmark results ({'quick' if quick else 'full'} run, {stamp})", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores" + (f", {info['cuda']}" if info.get("cuda") else "")
+             + f"; torch {info['torch']}, Python {info['python']}.", "",
+             "| benchmark | status | time |", "|---|---|---|"]
+    for name, result in results.items():
+        detail = result["status"] if result["status"] == "ok" else f"**{result['status']}**: {format_value(result['error'])}"
+        lines.append(f"| {name} | {detail} | {result['seconds']:.0f} s |")
+    lines.append("")
+    for name, _, what in BENCHMARKS:
+        if name not in results or results[name]["status"] != "ok":
+            continue
+        lines += [f"## {name}", "", what, "", "| figure | value |", "|---|---|"]
+        lines += [f"| {key} | {format_value(value)} |" for key, value in flatten(results[name]["figures"])]
+        lines.append("")
+    md_path = out_dir / "results.md"
+    md_path.write_text("\n".join(lines))
+    return md_path, json_path
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def trainer_speed(train_figures: dict | None) -> dict[str, Any]:
+    """What mfu.py needs from train_throughput.py: asr_dist's measured audio seconds per second, when found."""
+    if not train_figures:
+        return {}
+    for key, value in flatten(train_figures):
+        low = key.lower()
+        if isinstance(value, (int, float)) and "audio" in low and "per_s" in low and "asr_dist" in low and "hf" not in low:
+            return {"trainer_audio_sec_per_sec": float(value)}
+    return {}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: minutes instead of tens of minutes")
+    parser.add_argument("--only", nargs="+", choices=[b[0] for b in BENCHMARKS], help="run just these")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help=f"results folder (default {RESULTS_DIR})")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per benchmark (default 600 quick, 2400 full)")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child_main(args.child, args.quick, json.loads(args.kwargs))
+
+    timeout = args.timeout or (600 if args.quick else 2400)
+    results: dict[str, dict] = {}
+    for name, script, what in BENCHMARKS:
+        if args.only and name not in args.only:
+            continue
+        kwargs = trainer_speed(results.get("train_throughput", {}).get("figures")) if name == "mfu" else {}
+        print(f"[run_all] {name}: {what} ...", flush=True)
+        try:
+            results[name] = run_benchmark(name, BENCH_DIR / script, args.quick, timeout, kwargs)
+        except Exception:  # a bug here must not lose the other benchmarks' figures
+            results[name] = {"status": "failed", "error": traceback.format_exc(limit=3), "seconds": 0.0}
+        r = results[name]
+        print(f"[run_all] {name}: {r['status']} in {r['seconds']:.0f} s" + (f" ({r['error']})" if r["status"] != "ok" else ""),
+              flush=True)
+    md_path, json_path = write_results(results, machine_info(), args.quick, args.out)
+    print(md_path.read_text())
+    print(f"[run_all] wrote {md_path} and {json_path}")
+    return 0 if all(r["status"] == "ok" for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
