@@ -46,8 +46,10 @@ class AugmentConfig:
 class DataConfig:
     """Where the shards are and how batches are formed."""
 
-    train_shards: str = ""  # folder with index.json (written by `asr-dist prepare`)
-    eval_shards: str = ""
+    train_shards: str = ""  # folder with index.json (written by `asr-dist prepare`), or a webdataset URL spec
+    eval_shards: str = ""  # (brace pattern, `pipe:...`) listing the index's shards in order; then set *_index
+    train_index: str = ""  # index.json path; empty = <train_shards>/index.json
+    eval_index: str = ""
     processor: str = ""  # Wav2Vec2Processor folder; empty = build from the training transcripts
     sample_rate: int = 16000
     max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch
@@ -55,6 +57,7 @@ class DataConfig:
     min_duration: float = 0.0  # seconds; shorter samples are left out of the plan
     max_duration: float = 30.0
     bucket_shards: int = 8  # shards per shuffle/bucketing window (reads stay sequential)
+    megabatch_factor: int = 50  # samples sorted by duration together = megabatch_factor x max_batch_samples
     longest_first: bool = False  # put the longest batch first so that an OOM shows at step 1
     num_workers: int = 2
     tolerate_missing_shards: bool = False
@@ -68,6 +71,7 @@ class DataConfig:
         _require(self.max_duration <= self.max_batch_seconds, f"{at}.max_duration",
                  f"at most data.max_batch_seconds ({self.max_batch_seconds}) so every sample fits a batch", self.max_duration)
         _require(self.bucket_shards >= 1, f"{at}.bucket_shards", "an integer >= 1", self.bucket_shards)
+        _require(self.megabatch_factor >= 1, f"{at}.megabatch_factor", "an integer >= 1", self.megabatch_factor)
         _require(self.num_workers >= 0, f"{at}.num_workers", "an integer >= 0", self.num_workers)
         self.augment.check(f"{at}.augment")
 
@@ -77,6 +81,7 @@ class ModelConfig:
     """A pretrained checkpoint (hub id or folder) or a model built from these sizes."""
 
     pretrained: str = ""  # e.g. facebook/wav2vec2-base or a local folder; empty = build from config
+    keep_pretrained_head: bool = False  # reuse the checkpoint's CTC head (same vocabulary!) instead of a fresh one
     conv_dim: list[int] = field(default_factory=lambda: [64] * 7)
     conv_kernel: list[int] = field(default_factory=lambda: [10, 3, 3, 3, 3, 2, 2])
     conv_stride: list[int] = field(default_factory=lambda: [5, 2, 2, 2, 2, 2, 2])
@@ -211,6 +216,11 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16"] = "bf16"
     log_every: int = 10
     resume: str = "auto"  # auto | none | PATH to a checkpoint folder
+    # DeepSpeed JSON for launches without `accelerate launch --config_file` (Slurm, plain torchrun);
+    # empty = whatever the accelerate launcher says (DDP when it says nothing)
+    deepspeed_config: str = ""
+    # testing aid: rank 0's first micro-batch of these updates gets inf audio (proves non-finite skipping)
+    debug_nan_steps: list[int] = field(default_factory=list)
 
     def check(self, at: str) -> None:
         _require(self.max_steps >= 1, f"{at}.max_steps", "an integer >= 1", self.max_steps)
@@ -218,6 +228,11 @@ class TrainConfig:
         _require(self.grad_accum >= 1, f"{at}.grad_accum", "an integer >= 1", self.grad_accum)
         _require(self.log_every >= 1, f"{at}.log_every", "an integer >= 1", self.log_every)
         _require(bool(self.run_dir), f"{at}.run_dir", "a folder path", self.run_dir)
+        if self.deepspeed_config:
+            _require(Path(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
+                     "an existing DeepSpeed JSON file (see configs/deepspeed/)", self.deepspeed_config)
+        for s in self.debug_nan_steps:
+            _require(s >= 0, f"{at}.debug_nan_steps", "update numbers >= 0", s)
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""The batch handed to the trainer (contract in docs/architecture.md) and how samples become one.
+
+Padding and normalization are done by the run's `Wav2Vec2FeatureExtractor` itself (zero mean, unit
+variance over the real samples when `do_normalize`, zero padding), so training input is exactly
+what `transformers.pipeline` feeds the exported model. Transcripts become label ids with the run's
+tokenizer; label padding is -100, which CTC loss ignores, so `(labels != -100).sum()` is the
+number of target tokens of the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypedDict
+
+import numpy as np
+import torch
+
+LABEL_PAD = -100
+
+
+class Batch(TypedDict):
+    input_values: torch.Tensor  # float32 [B, T], normalized, zero padded
+    attention_mask: torch.Tensor  # int64 [B, T], 1 on real audio
+    labels: torch.Tensor  # int64 [B, L], padded with -100
+    keys: list[str]
+    meta: list[dict]  # per sample: text, speaker, duration, shard, ... (KEY.json plus the shard name)
+    audio_seconds: float  # real audio in the batch
+    padded_seconds: float  # B x T / sample_rate
+
+
+@dataclass
+class DecodedSample:
+    key: str
+    wave: np.ndarray  # float32 mono at the run's sample rate (after augmentation)
+    text: str
+    meta: dict
+
+
+def collate(samples: list[DecodedSample], processor, sample_rate: int) -> Batch:
+    features = processor.feature_extractor(
+        [s.wave for s in samples], sampling_rate=sample_rate, padding="longest",
+        return_attention_mask=True, return_tensors="np")
+    input_values = torch.from_numpy(np.asarray(features["input_values"], dtype=np.float32))
+    attention_mask = torch.from_numpy(np.asarray(features["attention_mask"], dtype=np.int64))
+    ids = processor.tokenizer([s.text for s in samples])["input_ids"]
+    labels = torch.full((len(ids), max((len(x) for x in ids), default=0)), LABEL_PAD, dtype=torch.int64)
+    for row, x in enumerate(ids):
+        labels[row, :len(x)] = torch.tensor(x, dtype=torch.int64)
+    return Batch(
+        input_values=input_values,
+        attention_mask=attention_mask,
+        labels=labels,
+        keys=[s.key for s in samples],
+        meta=[s.meta for s in samples],
+        audio_seconds=sum(len(s.wave) for s in samples) / sample_rate,
+        padded_seconds=input_values.shape[0] * input_values.shape[1] / sample_rate,
+    )
