@@ -91,7 +91,7 @@ def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
     """The final evaluation: eval.json when the run saved one, else the last eval/* values of metrics.jsonl.
 
     Returns {"wer", "cer", "loss", "num_samples", "subsets": {name: {"wer", "cer", "num_samples"}},
-    "examples": [{"ref", "hyp", ...}]} with whatever is known.
+    "examples": [{"key", "ref", "hyp"}]} with whatever is known: the shape of evaluate.EvalResult.to_dict().
     """
     result: dict[str, Any] = {}
     for name in ("eval.json", "eval_results.json", "final_eval.json"):
@@ -104,10 +104,16 @@ def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
                 raise ValueError(f"{path} is not valid JSON: {e}") from None
             break
     result = _normalize_eval(result)
-    for key in ("wer", "cer", "loss"):
+    for key in ("wer", "cer", "loss", "num_samples"):
         if result.get(key) is None and metrics.last(f"eval/{key}") is not None:
             result[key] = metrics.last(f"eval/{key}")
             result.setdefault("source", "metrics.jsonl")
+    if not result["subsets"]:  # the trainer logs per-subset scores as eval/wer/<subset>, eval/cer/<subset>
+        for key in metrics.keys("eval/wer/"):
+            name = key.removeprefix("eval/wer/")
+            result["subsets"][name] = {"wer": metrics.last(key), "cer": metrics.last(f"eval/cer/{name}")}
+    if isinstance(result.get("num_samples"), float):
+        result["num_samples"] = int(result["num_samples"])
     return result
 
 
@@ -329,14 +335,13 @@ def _eval_section(eval_result: dict[str, Any]) -> list[str]:
     source = eval_result.get("source", "")
     n = eval_result.get("num_samples")
     lines += [f"Final evaluation{f' on {n} utterances' if n else ''} (from `{source}`).", "",
-              "| | WER | CER | loss | utterances |", "|---|---|---|---|---|",
-              f"| **all** | **{_fmt(eval_result.get('wer'), 'pct')}** | **{_fmt(eval_result.get('cer'), 'pct')}** | "
-              f"{_fmt(eval_result.get('loss'))} | {_fmt(n)} |"]
+              "| | WER | CER | utterances |", "|---|---|---|---|",
+              f"| **all** | **{_fmt(eval_result.get('wer'), 'pct')}** | **{_fmt(eval_result.get('cer'), 'pct')}** | {_fmt(n)} |"]
     subsets = eval_result.get("subsets", {})
     for name in sorted(subsets, key=lambda k: (subsets[k].get("wer") is None, subsets[k].get("wer") or 0)):
         row = subsets[name]
         lines.append(f"| {name} | {_fmt(row.get('wer'), 'pct')} | {_fmt(row.get('cer'), 'pct')} | "
-                     f"{_fmt(row.get('loss'))} | {_fmt(row.get('num_samples', row.get('n')))} |")
+                     f"{_fmt(row.get('num_samples'))} |")
     lines.append("")
     examples = eval_result.get("examples", [])
     if examples:

@@ -11,14 +11,24 @@ import pytest
 from matplotlib.image import imread
 
 from asr_dist.config import load_config
+from asr_dist.evaluate import score
 from asr_dist.report import main, read_metrics, write_report
 
 MAX_STEPS = 200
 LOG_EVERY = 10
 EVAL_EVERY = 50
 RESUME_FROM = 120  # the run is killed at step 150 and resumes from its step-120 checkpoint
-FINAL_WER, FINAL_CER = 0.2317, 0.0846
-SUBSETS = {"kal16": (0.1520, 0.051, 40), "awb": (0.2203, 0.079, 35), "en-gb-scotland+f2": (0.3398, 0.128, 25)}
+# The final evaluation, scored by the trainer's own code from (reference, hypothesis) pairs per voice.
+UTTERANCES = [
+    ("kal16", "THE QUICK BROWN FOX", "THE QUICK BRAWN FOX"),
+    ("kal16", "JUMPS OVER THE LAZY DOG", "JUMPS OVER THE LAZY DOG"),
+    ("awb", "A STITCH IN TIME SAVES NINE", "A STITCH IN TIME SAVES NINE"),
+    ("awb", "ALL THAT GLITTERS IS NOT GOLD", "ALL THAT GLITTER IS NOT GOLD"),
+    ("en-gb-scotland+f2", "FORTUNE FAVORS THE BOLD", "FORTUNE FAVOURS THE BOLD"),
+    ("en-gb-scotland+f2", "WHERE THERE IS SMOKE THERE IS FIRE", "WHERE THERE SMOKE THERE FIRE"),
+]
+FINAL = score([{"key": f"dev-{i:06d}", "ref": ref, "hyp": hyp, "subset": voice, "loss": 3.0, "tokens": len(ref),
+                "seconds": 2.0} for i, (voice, ref, hyp) in enumerate(UTTERANCES)], num_examples=3)
 
 
 def _train_line(step: int, t: float, rng: random.Random, loss_scale: float = 1.0) -> dict:
@@ -37,10 +47,11 @@ def _train_line(step: int, t: float, rng: random.Random, loss_scale: float = 1.0
 
 
 def _eval_line(step: int, t: float) -> dict:
-    wer = FINAL_WER + 0.7 * math.exp(-step / 50) if step < MAX_STEPS else FINAL_WER
-    cer = FINAL_CER + 0.4 * math.exp(-step / 50) if step < MAX_STEPS else FINAL_CER
+    """Early evals are worse; the last one is the final evaluation's scalars, as the trainer logs them."""
+    if step == MAX_STEPS:
+        return {"step": step, "epoch": step // 80, "time": t, **FINAL.scalars()}
     return {"step": step, "epoch": step // 80, "time": t, "eval/loss": 0.5 + 2 * math.exp(-step / 50),
-            "eval/wer": wer, "eval/cer": cer}
+            "eval/wer": FINAL.wer + 0.7 * math.exp(-step / 50), "eval/cer": FINAL.cer + 0.4 * math.exp(-step / 50)}
 
 
 @pytest.fixture
@@ -57,12 +68,7 @@ def run_dir(tmp_path):
     (tmp_path / "metrics.jsonl").write_text(text)
     cfg = load_config(None, ["train.max_steps=200", "optimizer.lr=0.001", "optimizer.encoder_lr=0.0001"])
     cfg.save(tmp_path / "config.yaml")
-    eval_json = {
-        "wer": FINAL_WER, "cer": FINAL_CER, "loss": 0.61, "num_samples": 100,
-        "subsets": {name: {"wer": w, "cer": c, "num_samples": n} for name, (w, c, n) in SUBSETS.items()},
-        "examples": [{"key": "dev-000017", "ref": "THE QUICK BROWN FOX", "hyp": "THE QUICK BRAWN FOX"}],
-    }
-    (tmp_path / "eval.json").write_text(json.dumps(eval_json))
+    (tmp_path / "eval.json").write_text(json.dumps(FINAL.to_dict()))
     return tmp_path
 
 
@@ -72,23 +78,44 @@ def test_read_metrics_keeps_the_resumed_values_and_finds_the_resume(run_dir):
     assert steps == list(range(LOG_EVERY, MAX_STEPS + 1, LOG_EVERY))  # each step once, truncated line ignored
     assert metrics.resumed_at == [RESUME_FROM + LOG_EVERY]
     assert metrics.series["eval/wer"][0] == [50, 100, 150, 200]
-    assert metrics.last("eval/wer") == pytest.approx(FINAL_WER)
+    assert metrics.last("eval/wer") == pytest.approx(FINAL.wer)
+    logged_140 = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()[:-1]
+                  if json.loads(line)["step"] == 140 and "loss" in json.loads(line)]
+    assert len(logged_140) == 2 and logged_140[0] != logged_140[1]
+    assert metrics.series["loss"][1][steps.index(140)] == logged_140[1]  # the resumed run's value wins
+
+
+def _assert_final_numbers(text: str) -> None:
+    assert f"| **all** | **{100 * FINAL.wer:.2f}%** | **{100 * FINAL.cer:.2f}%** |" in text
+    assert f"| final eval WER | {100 * FINAL.wer:.2f}% |" in text
+    for name, subset in FINAL.subsets.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{100 * subset.wer:.2f}%" in row and f"{100 * subset.cer:.2f}%" in row
+    # subsets are listed best first
+    ordered = sorted(FINAL.subsets, key=lambda n: FINAL.subsets[n].wer)
+    positions = [text.index(f"| {name} |") for name in ordered]
+    assert positions == sorted(positions)
 
 
 def test_report_states_the_final_numbers(run_dir):
     report = write_report(run_dir)
     text = report.read_text()
     assert report == run_dir / "report.md"
-    assert f"{100 * FINAL_WER:.2f}%" in text and f"{100 * FINAL_CER:.2f}%" in text
-    for name, (wer, cer, n) in SUBSETS.items():
-        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
-        assert f"{100 * wer:.2f}%" in row and f"{100 * cer:.2f}%" in row and f"| {n} |" in row
-    # subsets are listed best first
-    assert text.index("| kal16 |") < text.index("| awb |") < text.index("| en-gb-scotland+f2 |")
-    assert "THE QUICK BRAWN FOX" in text
+    _assert_final_numbers(text)
+    for name, subset in FINAL.subsets.items():
+        assert f"| {name} | {100 * subset.wer:.2f}% | {100 * subset.cer:.2f}% | {subset.num_samples} |" in text
+    assert "| dev-000000 | THE QUICK BROWN FOX | THE QUICK BRAWN FOX |" in text
     assert f"| optimizer steps | {MAX_STEPS} |" in text
     assert f"1 (continuing at step {RESUME_FROM + LOG_EVERY})" in text
     assert "encoder_lr: 0.0001" in text  # the resolved config, verbatim
+
+
+def test_without_eval_json_the_final_numbers_come_from_the_metrics(run_dir):
+    (run_dir / "eval.json").unlink()
+    text = write_report(run_dir).read_text()
+    _assert_final_numbers(text)
+    assert "from `metrics.jsonl`" in text
+    assert (run_dir / "report" / "subsets.png").is_file()
 
 
 def test_plots_are_images_with_curves(run_dir):
