@@ -281,8 +281,10 @@ def _finish(spec: UtteranceSpec, raw: Path, out: Path) -> float:
     if spec.condition == "reverb":
         reverberance, damping, room, predelay = spec.reverb
         effects = ["reverb", str(reverberance), str(damping), str(room), "100", str(predelay)]
-    _run(["sox", "-R", "-G", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(out), *effects,
-          "gain", "-n", "-3"])
+    # -R: repeatable dither. Headroom first (resampling and reverb overshoot), normalize last (engine
+    # levels differ by about 10 dB).
+    _run(["sox", "-R", str(raw), "-b", "16", str(out), "gain", "-h", "channels", "1", "rate", str(SAMPLE_RATE),
+          *effects, "gain", "-n", "-3"])
     if spec.condition == "noisy":
         audio, rate = sf.read(out, dtype="float64")
         noisy = add_noise(audio, spec.snr_db, spec.noise_color, spec.noise_seed)

@@ -50,7 +50,8 @@ SINGLE_LETTER_WORDS = frozenset("aio")  # "a", "I", "O" are words; any other lon
 _ALLOWED = re.compile(r"[A-Za-z\s.,;:!?'\"()\-]*")
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")  # inner apostrophes stay (DON'T); edge ones are quotes
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')]*\s+(?=[\"'(]*[A-Z])")
-_AMBIGUOUS_PERIOD = re.compile(r"\b(?:%s)\.\s+\S" % "|".join(AMBIGUOUS_ABBREVIATIONS), re.IGNORECASE)
+_ABBREVIATION_PERIOD = re.compile(r"\b(?:%s)\.\s+\S" % "|".join(sorted(ABBREVIATIONS) + list(AMBIGUOUS_ABBREVIATIONS)),
+                                  re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,10 @@ def clean_sentence(text: str, dictionary: Dictionary, min_words: int = 1, max_wo
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    """Sentences of a paragraph, split after . ! ? before a capital; [] when an ambiguous
-    abbreviation ("Gen. Lee", "No. 5") would make the split or the reading uncertain."""
+    """Sentences of a paragraph, split after . ! ? before a capital; [] when an abbreviation with a
+    period ("Gen. Lee", "No. 5") would make the split or the reading uncertain."""
     paragraph = " ".join(paragraph.split())
-    if _AMBIGUOUS_PERIOD.search(paragraph):
+    if _ABBREVIATION_PERIOD.search(paragraph):
         return []
     return [s for s in _SENTENCE_END.split(paragraph) if s]
 
