@@ -1,0 +1,150 @@
+"""`asr-dist submit --config X.yaml [section.key=value ...] [--dry-run] [--wait]`: a training job on Slurm.
+
+The config's `slurm` section becomes a submitit AutoExecutor (one task per GPU, or per process on CPU); the
+job is a `launch.slurm_job.TrainingJob` holding the resolved config, which every task runs in-process.
+Before anything is queued, `sbatch --test-only` asks Slurm whether the request can ever run: an unknown
+partition or resources no node has fail here, with Slurm's own reason, instead of pending forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from asr_dist.config import Config, ConfigError, load_config
+from launch.slurm_job import EVENTS_FILE, JobEvents, TrainingJob
+
+
+class SubmitError(RuntimeError):
+    """Slurm refused the job (or is not reachable); the message carries sbatch's reason."""
+
+
+def log_folder(cfg: Config) -> Path:
+    return Path(cfg.slurm.folder or Path(cfg.train.run_dir) / "slurm").absolute()
+
+
+def build_executor(cfg: Config):
+    """A submitit executor for the slurm section (submitit translates the names to #SBATCH lines)."""
+    import submitit
+
+    s = cfg.slurm
+    executor = submitit.AutoExecutor(folder=log_folder(cfg), cluster="slurm", slurm_max_num_timeout=s.max_requeues)
+    params: dict = dict(
+        name=s.job_name,
+        nodes=s.nodes,
+        tasks_per_node=s.tasks_per_node,
+        cpus_per_task=s.cpus_per_task,
+        timeout_min=s.timeout_min,
+        slurm_signal_delay_s=s.signal_delay_s,
+        # requeue explicitly: a cluster with JobRequeue=0 would otherwise refuse `scontrol requeue`
+        slurm_additional_parameters={"requeue": True, **s.additional_parameters},
+    )
+    if s.gpus_per_node:
+        params["gpus_per_node"] = s.gpus_per_node
+    if s.mem_gb:
+        params["mem_gb"] = s.mem_gb
+    for name in ("partition", "account", "qos", "constraint"):
+        if getattr(s, name):
+            params[f"slurm_{name}"] = getattr(s, name)
+    if s.exclusive:
+        params["slurm_exclusive"] = True
+    if s.setup:
+        params["slurm_setup"] = list(s.setup)
+    executor.update_parameters(**params)
+    return executor
+
+
+def sbatch_script(executor) -> str:
+    """The exact script `executor.submit` hands to sbatch (%j stands for the job id)."""
+    slurm_executor = executor._executor  # submitit has no public dry-run; these two are what submit() uses
+    return slurm_executor._make_submission_file_text(slurm_executor._submitit_command_str, uid="dry-run")
+
+
+def check_with_slurm(script: str) -> None:
+    """`sbatch --test-only`: Slurm validates partition, account, QOS and resources without queueing anything."""
+    with tempfile.NamedTemporaryFile("w", suffix=".sbatch", delete=False) as f:
+        f.write(script)
+    try:
+        done = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SubmitError("sbatch not found: is this a Slurm login node? (locally: slurm/dev-cluster up)") from None
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+    if done.returncode != 0:
+        reason = "\n".join(line for line in (done.stderr + done.stdout).strip().splitlines() if line.strip())
+        raise SubmitError(f"Slurm refuses this job:\n{reason}")
+
+
+def submit(cfg: Config, entry: str = "asr_dist.train:run"):
+    """Validate with Slurm, submit, record the submission in the run's event log; returns the submitit Job."""
+    executor = build_executor(cfg)
+    check_with_slurm(sbatch_script(executor))
+    try:
+        job = executor.submit(TrainingJob(cfg.to_dict(), entry))
+    except Exception as error:  # submitit wraps sbatch's stderr in its own exception types
+        raise SubmitError(f"sbatch failed: {error}") from error
+    JobEvents(cfg.train.run_dir).write("submitted", job_id=job.job_id, folder=str(log_folder(cfg)),
+                                       tasks=cfg.slurm.nodes * cfg.slurm.tasks_per_node)
+    return job
+
+
+def describe(job, cfg: Config) -> str:
+    s = cfg.slurm
+    out, err = job.paths.stdout, job.paths.stderr  # task 0; task N writes <id>_N_log.out/.err
+    events = Path(cfg.train.run_dir) / EVENTS_FILE
+    return "\n".join([
+        f"submitted job {job.job_id}: {s.nodes} node(s) x {s.tasks_per_node} task(s)"
+        f"{f', {s.gpus_per_node} GPU(s) per node' if s.gpus_per_node else ''}, time limit {s.timeout_min} min"
+        f"{f', partition {s.partition}' if s.partition else ''}",
+        f"  logs      {out}",
+        f"            {err}   (task N: {job.job_id}_N_log.out/.err in the same folder)",
+        f"  events    {events}   (start, resume step, stop reason, requeues, end)",
+        f"  follow    tail -f {shlex.quote(str(out))}",
+        f"            squeue -j {job.job_id}; sacct -j {job.job_id}",
+        f"  stop      scancel {job.job_id}   (save + requeue instead: scancel --signal=USR2 {job.job_id})",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asr-dist submit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="training config (YAML)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. slurm.nodes=2 slurm.partition=gpu")
+    parser.add_argument("--dry-run", action="store_true", help="print the sbatch script; submit nothing")
+    parser.add_argument("--wait", action="store_true", help="wait for the job to end (requeues included)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as error:
+        print(f"asr-dist submit: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(sbatch_script(build_executor(cfg)))
+        return 0
+    try:
+        job = submit(cfg)
+    except SubmitError as error:
+        print(f"asr-dist submit: {error}", file=sys.stderr)
+        return 1
+    print(describe(job, cfg), flush=True)
+    if not args.wait:
+        return 0
+    return wait(job)
+
+
+def wait(job) -> int:
+    """Block until the job is over; print task 0's result or the job's error (0 = success)."""
+    try:
+        results = job.results()
+    except Exception as error:  # submitit's FailedJobError/UncompletedJobError carry the traceback and log paths
+        print(f"job {job.job_id} failed: {error}", file=sys.stderr)
+        return 1
+    print(f"job {job.job_id} finished: {results[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
