@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+slurm/dev-cluster up  # the local Slurm for tests/test_slurm.py (idempotent; ~0.05 s when already up)
 $PY -m pytest -ra -q --timeout=900 tests "$@"
