@@ -29,7 +29,7 @@ import jiwer
 import torch
 import torch.nn.functional as F
 
-from asr_dist.config import EvalConfig
+from asr_dist.config import ConfigError, DataConfig, EvalConfig
 
 
 @dataclass
@@ -232,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset-field", default=EvalConfig.subset_field,
                         help="metadata field for the per-subset breakdown ('' = none)")
     parser.add_argument("--num-examples", type=int, default=EvalConfig.num_examples)
-    parser.add_argument("--max-batch-seconds", type=float, default=60.0, help="padded audio seconds per batch")
+    parser.add_argument("--max-batch-seconds", type=float, default=DataConfig.max_batch_seconds,
+                        help="padded audio seconds per batch")
+    parser.add_argument("--max-batch-samples", type=int, default=DataConfig.max_batch_samples)
+    parser.add_argument("--num-workers", type=int, default=DataConfig.num_workers, help="shard reading processes")
     parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
     args = parser.parse_args(argv)
 
@@ -247,23 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import Accelerator
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
 
-    from asr_dist.config import Config
-    from asr_dist.data import build_eval_loader
+    from asr_dist.data.index import ShardIndexError
+    from asr_dist.data.loader import ShardReadError, build_eval_loader
 
     accelerator = Accelerator()
     processor = Wav2Vec2Processor.from_pretrained(str(model_dir))
     model = Wav2Vec2ForCTC.from_pretrained(str(model_dir)).to(accelerator.device)
-    cfg = Config()
-    cfg.data.eval_shards = str(shard_dir)
-    cfg.data.sample_rate = processor.feature_extractor.sampling_rate
-    cfg.data.max_batch_seconds = args.max_batch_seconds
-    cfg.data.max_duration = min(cfg.data.max_duration, args.max_batch_seconds)
-    cfg.data.num_workers = 0
-    cfg.eval.subset_field = args.subset_field
-    cfg.eval.num_examples = args.num_examples
-    cfg.check()
-    loader = build_eval_loader(cfg, processor, rank=accelerator.process_index, world_size=accelerator.num_processes)
-    result = evaluate(model, loader, processor, accelerator, cfg.eval, args.mixed_precision)
+    data_cfg = DataConfig(eval_shards=str(shard_dir), sample_rate=processor.feature_extractor.sampling_rate,
+                          max_batch_seconds=args.max_batch_seconds, max_batch_samples=args.max_batch_samples,
+                          max_duration=args.max_batch_seconds, num_workers=args.num_workers)
+    eval_cfg = EvalConfig(subset_field=args.subset_field, num_examples=args.num_examples)
+    try:
+        data_cfg.check("data")
+        eval_cfg.check("eval")
+        loader = build_eval_loader(data_cfg, processor, rank=accelerator.process_index,
+                                   world_size=accelerator.num_processes)
+        result = evaluate(model, loader, processor, accelerator, eval_cfg, args.mixed_precision)
+    except (ConfigError, ShardIndexError, ShardReadError) as e:  # bad options or data: say which, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if accelerator.is_main_process:
         print(result.format())
         output = Path(args.output) if args.output else model_dir / f"eval-{shard_dir.resolve().name}.json"

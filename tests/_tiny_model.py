@@ -13,8 +13,8 @@ from asr_dist.text import build_processor
 TEXTS = ["HELLO WORLD", "THE QUICK BROWN FOX", "JUMPS OVER THE LAZY DOG", "DON'T PANIC"]
 
 
-def tiny_model_and_processor(seed: int = 0, sample_rate: int = 16000):
-    processor = build_processor(TEXTS, sample_rate=sample_rate)
+def tiny_model_and_processor(seed: int = 0, sample_rate: int = 16000, processor=None):
+    processor = processor or build_processor(TEXTS, sample_rate=sample_rate)
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
         vocab_size=len(processor.tokenizer), pad_token_id=processor.tokenizer.pad_token_id,
@@ -29,9 +29,9 @@ def tiny_model_and_processor(seed: int = 0, sample_rate: int = 16000):
     return model, processor
 
 
-def save_tiny_export(out_dir: str | Path, seed: int = 0) -> Path:
+def save_tiny_export(out_dir: str | Path, seed: int = 0, processor=None) -> Path:
     """An exported folder as `asr-dist export` writes it: model + processor via save_pretrained."""
-    model, processor = tiny_model_and_processor(seed)
+    model, processor = tiny_model_and_processor(seed, processor=processor)
     model.save_pretrained(str(out_dir))
     processor.save_pretrained(str(out_dir))
     return Path(out_dir)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import tarfile
 
 import jiwer
 import pytest
+import soundfile as sf
 import torch
 from accelerate import Accelerator
 
@@ -14,7 +17,7 @@ from asr_dist.config import EvalConfig
 from asr_dist.evaluate import greedy_decode, score
 from asr_dist.evaluate import evaluate as run_eval
 
-from _tiny_model import audio, make_batch, tiny_model_and_processor
+from _tiny_model import audio, make_batch, save_tiny_export, tiny_model_and_processor
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +170,62 @@ def test_evaluate_in_bf16_stays_close_to_fp32(tiny, accelerator):
     bf16 = run_eval(model, batches, processor, accelerator, EvalConfig(), mixed_precision="bf16")
     assert bf16.loss == pytest.approx(fp32.loss, rel=0.05)
     assert bf16.num_samples == fp32.num_samples
+
+
+# ----------------------------------------------------------------------------- `asr-dist evaluate`
+
+
+def shard_samples(folder):
+    """(key, samples, meta) of every sample in a shard folder, read with tarfile + soundfile only."""
+    index = json.loads((folder / "index.json").read_text())
+    out = []
+    for shard in index["shards"]:
+        with tarfile.open(folder / shard["name"]) as tar:
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        for s in shard["samples"]:
+            wave, _ = sf.read(io.BytesIO(members[f"{s['key']}.flac"]), dtype="float32")
+            out.append((s["key"], wave, json.loads(members[f"{s['key']}.json"])))
+    return out
+
+
+def test_cli_on_an_export_and_a_shard_folder_agrees_with_the_asr_pipeline(tiny_shards, tmp_path, capsys):
+    from transformers import pipeline
+
+    from asr_dist import cli
+    from asr_dist.text import load_processor
+
+    model_dir = save_tiny_export(tmp_path / "export", processor=load_processor(tiny_shards.processor))
+    out_json = tmp_path / "dev-eval.json"
+    argv = ["evaluate", str(model_dir), str(tiny_shards.dev), "--output", str(out_json), "--subset-field", "voice",
+            "--num-examples", "2", "--max-batch-seconds", "8", "--num-workers", "0"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out_json.read_text())
+
+    # independently: every dev sample through transformers' pipeline, one at a time, no padding
+    pipe = pipeline("automatic-speech-recognition", model=str(model_dir), device="cpu")
+    samples = shard_samples(tiny_shards.dev)
+    hyps = {key: pipe({"raw": wave, "sampling_rate": 16000})["text"] for key, wave, _ in samples}
+    refs = {key: meta["text"] for key, _, meta in samples}
+    voices = {key: meta["voice"] for key, _, meta in samples}
+    keys = sorted(refs)
+
+    assert [u["key"] for u in report["utterances"]] == keys  # every sample exactly once
+    assert {u["key"]: u["hyp"] for u in report["utterances"]} == hyps
+    assert report["wer"] == pytest.approx(jiwer.wer([refs[k] for k in keys], [hyps[k] for k in keys]))
+    assert report["cer"] == pytest.approx(jiwer.cer([refs[k] for k in keys], [hyps[k] for k in keys]))
+    assert set(report["subsets"]) == set(voices.values())
+    for voice, sub in report["subsets"].items():
+        ks = [k for k in keys if voices[k] == voice]
+        assert sub["wer"] == pytest.approx(jiwer.wer([refs[k] for k in ks], [hyps[k] for k in ks]))
+    assert f"REF: {refs[keys[0]]}" in printed and f"WER {100 * report['wer']:.2f}%" in printed
+
+
+def test_cli_rejects_bad_folders_naming_them(tmp_path, capsys):
+    from asr_dist import cli
+
+    model_dir = save_tiny_export(tmp_path / "export")
+    assert cli.main(["evaluate", str(tmp_path / "nowhere"), str(tmp_path)]) == 2
+    assert "nowhere is not an exported model folder" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(model_dir), str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a shard folder" in capsys.readouterr().err
