@@ -36,11 +36,12 @@ SMOOTH_WINDOW = 9  # points in the running median drawn over noisy per-step curv
 
 @dataclass
 class RunMetrics:
-    """metrics.jsonl as series: for each key, (steps, values) in step order, resumed steps overwritten."""
+    """metrics.jsonl as series: for each key, (steps, values) in step order, a resumed run's values winning."""
 
     series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
-    resumed_at: list[int] = field(default_factory=list)  # steps at which the log went back (a resume)
-    elapsed_seconds: float | None = None  # from the first to the last "time" logged (downtime included)
+    resumed_at: list[int] = field(default_factory=list)  # first step logged by each restarted process
+    wall_seconds: float | None = None  # first to last "time" logged, downtime between processes included
+    train_seconds: float | None = None  # the processes' own logging time ("elapsed"), summed
     last_record: dict[str, Any] = field(default_factory=dict)
 
     def has(self, key: str) -> bool:
@@ -54,12 +55,23 @@ class RunMetrics:
         return sorted(k for k in self.series if k.startswith(prefix) and self.has(k))
 
 
+NOT_SCALARS = ("step", "time", "elapsed", "kind")
+ALIASES = {"audio_seconds_per_second": "audio_sec_per_sec"}  # other spellings of the same figure
+
+
 def read_metrics(path: Path) -> RunMetrics:
-    """Parse metrics.jsonl; lines without a step or not valid JSON (a line cut by a kill) are skipped."""
+    """Parse metrics.jsonl (the shape metrics.MetricsLogger writes); tolerant of anything else.
+
+    A restart shows as "elapsed" (seconds since the process started logging) going back, or the step going
+    back. MetricsLogger drops the lines after the checkpoint a run resumes from, but a plain file may not:
+    either way, the last value logged for a step wins. Lines without a step or not valid JSON (one cut by a
+    kill) are skipped.
+    """
     by_key: dict[str, dict[int, float]] = {}
     resumed_at: list[int] = []
     times: list[float] = []
-    last_step = None
+    train_seconds = 0.0
+    last_step = last_elapsed = None
     last_record: dict[str, Any] = {}
     if not path.is_file():
         return RunMetrics()
@@ -71,20 +83,25 @@ def read_metrics(path: Path) -> RunMetrics:
         if not isinstance(record, dict) or not isinstance(record.get("step"), (int, float)):
             continue
         step = int(record["step"])
-        if last_step is not None and step < last_step:
+        elapsed = record.get("elapsed") if isinstance(record.get("elapsed"), (int, float)) else None
+        restarted = (last_step is not None and step < last_step) or (
+            elapsed is not None and last_elapsed is not None and elapsed < last_elapsed)
+        if restarted:
             resumed_at.append(step)
-        last_step = step
+            train_seconds += last_elapsed or 0.0
+        last_step, last_elapsed = step, elapsed if elapsed is not None else last_elapsed
         if isinstance(record.get("time"), (int, float)):
             times.append(float(record["time"]))
         last_record = record
         for key, value in record.items():
-            if key in ("step", "time") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            if key in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if math.isfinite(value):
-                by_key.setdefault(key, {})[step] = float(value)
+                by_key.setdefault(ALIASES.get(key, key), {})[step] = float(value)
     series = {k: (sorted(v), [v[s] for s in sorted(v)]) for k, v in by_key.items()}
-    elapsed = max(times) - min(times) if len(times) > 1 else None
-    return RunMetrics(series, resumed_at, elapsed, last_record)
+    wall = max(times) - min(times) if len(times) > 1 else None
+    trained = train_seconds + last_elapsed if last_elapsed is not None else None
+    return RunMetrics(series, resumed_at, wall, trained, last_record)
 
 
 def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
@@ -247,12 +264,14 @@ def plot_throughput(metrics: RunMetrics, out_dir: Path) -> Path | None:
     top.set_ylabel("audio seconds / second\n(all ranks)")
     top.grid(True, alpha=0.3)
     _mark_resumes(top, metrics)
-    if metrics.has("padding_fraction"):
-        steps, values = metrics.series["padding_fraction"]
-        bottom.plot(steps, [100 * v for v in values], color="tab:brown", linewidth=1.5)
+    for key, color, label in (("padding_fraction", "tab:brown", "padding (share of the padded batch audio)"),
+                              ("data_wait_fraction", "tab:gray", "time the ranks waited for data")):
+        if metrics.has(key):
+            steps, values = metrics.series[key]
+            bottom.plot(steps, [100 * v for v in values], color=color, linewidth=1.5, label=label)
     bottom.set_ylim(bottom=0)
     _mark_resumes(bottom, metrics)
-    return _finish(fig, bottom, out_dir / "throughput.png", "Padding in batches", "padding (% of padded audio)")
+    return _finish(fig, bottom, out_dir / "throughput.png", "Padding and data wait", "%")
 
 
 def plot_subsets(eval_result: dict[str, Any], out_dir: Path) -> Path | None:
@@ -310,7 +329,8 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tupl
     rows = [
         ("optimizer steps", _fmt(max(steps) if steps else None)),
         ("epochs", _fmt(metrics.last("epoch") if metrics.has("epoch") else metrics.last_record.get("epoch"))),
-        ("wall time (first to last log line)", _duration(metrics.elapsed_seconds)),
+        ("wall time (first to last log line)", _duration(metrics.wall_seconds)),
+        ("training time (summed over restarts)", _duration(metrics.train_seconds)),
         ("resumes", f"{len(metrics.resumed_at)}" + (f" (continuing at step {', '.join(map(str, metrics.resumed_at))})"
                                                     if metrics.resumed_at else "")),
         ("final train loss", _fmt(metrics.last("loss"))),
@@ -319,6 +339,7 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tupl
         ("final eval loss", _fmt(eval_result.get("loss"))),
         ("mean audio seconds / second", _fmt(_mean(metrics, "audio_sec_per_sec"))),
         ("mean padding fraction", _fmt(_mean(metrics, "padding_fraction"), "pct")),
+        ("mean share of time waiting for data", _fmt(_mean(metrics, "data_wait_fraction"), "pct")),
     ]
     skipped_key = next((k for k in ("skipped_total", "skipped_updates", "skipped") if metrics.has(k)), None)
     if skipped_key:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from matplotlib.image import imread
 
 from asr_dist.config import load_config
 from asr_dist.evaluate import score
+from asr_dist.metrics import MetricsLogger
 from asr_dist.report import main, read_metrics, write_report
 
 MAX_STEPS = 200
@@ -31,58 +33,77 @@ FINAL = score([{"key": f"dev-{i:06d}", "ref": ref, "hyp": hyp, "subset": voice, 
                 "seconds": 2.0} for i, (voice, ref, hyp) in enumerate(UTTERANCES)], num_examples=3)
 
 
-def _train_line(step: int, t: float, rng: random.Random, loss_scale: float = 1.0) -> dict:
+def _train_scalars(step: int, rng: random.Random) -> dict:
     warmup = min(step / 20, 1.0)
     return {
-        "step": step, "epoch": step // 80, "time": t,
-        "loss": loss_scale * (3.0 * math.exp(-step / 60) + 0.4) * (1 + 0.05 * rng.uniform(-1, 1)),
+        "loss": (3.0 * math.exp(-step / 60) + 0.4) * (1 + 0.05 * rng.uniform(-1, 1)),
         "lr/head": 1e-3 * warmup * 0.98 ** max(step - 20, 0),
         "lr/encoder": 1e-4 * warmup * 0.98 ** max(step - 20, 0),
         "grad_norm": 2.0 * math.exp(-step / 100) + 0.3,
+        "skipped": False, "skipped_updates": 1 if step >= 70 else 0,
         "audio_sec_per_sec": 150 + 10 * rng.uniform(-1, 1),
         "padding_fraction": 0.03 + 0.01 * rng.random(),
-        "data_wait": 0.002,
-        "skipped": 0,
+        "data_wait_fraction": 0.02 + 0.01 * rng.random(),
     }
 
 
-def _eval_line(step: int, t: float) -> dict:
-    """Early evals are worse; the last one is the final evaluation's scalars, as the trainer logs them."""
-    if step == MAX_STEPS:
-        return {"step": step, "epoch": step // 80, "time": t, **FINAL.scalars()}
-    return {"step": step, "epoch": step // 80, "time": t, "eval/loss": 0.5 + 2 * math.exp(-step / 50),
-            "eval/wer": FINAL.wer + 0.7 * math.exp(-step / 50), "eval/cer": FINAL.cer + 0.4 * math.exp(-step / 50)}
+def _eval_scalars(step: int) -> dict:
+    """Intermediate evals: worse than the final one."""
+    return {"eval/loss": 0.5 + 2 * math.exp(-step / 50), "eval/wer": FINAL.wer + 0.7 * math.exp(-step / 50),
+            "eval/cer": FINAL.cer + 0.4 * math.exp(-step / 50)}
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
 
 
 @pytest.fixture
-def run_dir(tmp_path):
-    """A run folder shaped like the trainer's: killed at step 150, resumed from step 120, finished at 200."""
+def run_dir(tmp_path, accelerator):
+    """A run folder written by the trainer's own MetricsLogger: the first process is killed at step 150 (in
+    the middle of writing a line), the second resumes from the step-120 checkpoint and finishes at 200."""
     rng = random.Random(0)
-    lines, t = [], 1_700_000_000.0
-    for step in list(range(LOG_EVERY, 151, LOG_EVERY)) + list(range(RESUME_FROM + LOG_EVERY, MAX_STEPS + 1, LOG_EVERY)):
-        t += 6.0
-        lines.append(_train_line(step, t, rng))
+    first = MetricsLogger(accelerator, tmp_path, total_steps=MAX_STEPS, start_step=0, show_progress=False)
+    time.sleep(0.01)  # real runs log for minutes: the restart shows as "elapsed" going back (it has 1 ms steps)
+    for step in range(LOG_EVERY, 151, LOG_EVERY):
+        first.log(_train_scalars(step, rng), step, epoch=step / 80)
         if step % EVAL_EVERY == 0:
-            lines.append(_eval_line(step, t + 1))
-    text = "\n".join(json.dumps(line) for line in lines) + "\n" + '{"step": 201, "loss": 0.4'  # cut by a kill
-    (tmp_path / "metrics.jsonl").write_text(text)
+            first.log(_eval_scalars(step), step, epoch=step / 80, kind="eval")
+    first.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 160, "loss": 0.4')  # the kill
+    second = MetricsLogger(accelerator, tmp_path, total_steps=MAX_STEPS, start_step=RESUME_FROM, show_progress=False)
+    for step in range(RESUME_FROM + LOG_EVERY, MAX_STEPS + 1, LOG_EVERY):
+        second.log(_train_scalars(step, rng), step, epoch=step / 80)
+        if step % EVAL_EVERY == 0 and step < MAX_STEPS:
+            second.log(_eval_scalars(step), step, epoch=step / 80, kind="eval")
+    second.log_eval(FINAL, MAX_STEPS, epoch=MAX_STEPS / 80)
+    second.close()
     cfg = load_config(None, ["train.max_steps=200", "optimizer.lr=0.001", "optimizer.encoder_lr=0.0001"])
     cfg.save(tmp_path / "config.yaml")
     (tmp_path / "eval.json").write_text(json.dumps(FINAL.to_dict()))
     return tmp_path
 
 
-def test_read_metrics_keeps_the_resumed_values_and_finds_the_resume(run_dir):
+def test_read_metrics_finds_the_resume_and_each_step_once(run_dir):
     metrics = read_metrics(run_dir / "metrics.jsonl")
     steps, _ = metrics.series["loss"]
-    assert steps == list(range(LOG_EVERY, MAX_STEPS + 1, LOG_EVERY))  # each step once, truncated line ignored
+    assert steps == list(range(LOG_EVERY, MAX_STEPS + 1, LOG_EVERY))  # each step once, torn line ignored
     assert metrics.resumed_at == [RESUME_FROM + LOG_EVERY]
     assert metrics.series["eval/wer"][0] == [50, 100, 150, 200]
     assert metrics.last("eval/wer") == pytest.approx(FINAL.wer)
-    logged_140 = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()[:-1]
-                  if json.loads(line)["step"] == 140 and "loss" in json.loads(line)]
-    assert len(logged_140) == 2 and logged_140[0] != logged_140[1]
-    assert metrics.series["loss"][1][steps.index(140)] == logged_140[1]  # the resumed run's value wins
+    assert metrics.keys("lr/") == ["lr/encoder", "lr/head"]
+
+
+def test_a_plain_log_that_goes_back_keeps_the_later_values(tmp_path):
+    """A metrics file not cleaned up on resume (steps 20 and 30 logged twice): the resumed run's values win."""
+    lines = [{"step": s, "loss": 10.0 - s / 10} for s in (10, 20, 30)] + [{"step": s, "loss": 1.0 * s} for s in (20, 30, 40)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    metrics = read_metrics(tmp_path / "metrics.jsonl")
+    assert metrics.series["loss"] == ([10, 20, 30, 40], [9.0, 20.0, 30.0, 40.0])
+    assert metrics.resumed_at == [20]
 
 
 def _assert_final_numbers(text: str) -> None:
@@ -134,7 +155,7 @@ def test_plots_are_images_with_curves(run_dir):
 
 def test_a_run_without_eval_still_reports_and_says_so(tmp_path):
     rng = random.Random(1)
-    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(_train_line(s, 6.0 * s, rng)) for s in range(1, 40)))
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, **_train_scalars(s, rng)}) for s in range(1, 40)))
     text = write_report(tmp_path).read_text()
     assert "No evaluation was logged" in text
     assert (tmp_path / "report" / "loss.png").is_file()
