@@ -20,7 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers is imported on use: prepare's worker processes only normalize text
+    from transformers import Wav2Vec2Processor
 
 PAD_TOKEN = "[PAD]"  # id 0, also the CTC blank
 UNK_TOKEN = "[UNK]"
@@ -106,9 +109,11 @@ def build_vocab(texts: Iterable[str]) -> dict[str, int]:
 
 
 def build_processor(texts: Iterable[str], out_dir: str | Path | None = None,
-                    sample_rate: int = 16000) -> Wav2Vec2Processor:
+                    sample_rate: int = 16000) -> "Wav2Vec2Processor":
     """Wav2Vec2Processor whose tokenizer spells exactly the characters of `texts` (already normalized
     *training* transcripts); saved with `save_pretrained` into `out_dir` when given."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
     vocab = build_vocab(texts)
     if len(vocab) == 3:
         raise ValueError("no characters in the transcripts: cannot build a vocabulary")
@@ -128,8 +133,10 @@ def build_processor(texts: Iterable[str], out_dir: str | Path | None = None,
     return processor
 
 
-def load_processor(path: str | Path) -> Wav2Vec2Processor:
+def load_processor(path: str | Path) -> "Wav2Vec2Processor":
     """Load a processor folder written by `build_processor` (or any save_pretrained folder)."""
+    from transformers import Wav2Vec2Processor
+
     path = Path(path)
     if not (path / "vocab.json").is_file():
         raise FileNotFoundError(f"{path} is not a processor folder (no vocab.json); "

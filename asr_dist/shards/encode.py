@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +117,15 @@ def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rej
                          text=utt.text, speaker=utt.speaker, source=utt.audio, meta=dict(utt.meta))
 
 
+def init_worker() -> None:
+    """Pool initializer: one thread per worker process (the pool already uses every core). It lives
+    here, not in prepare.py, so that a spawned worker imports only this light module (no torch
+    unless it has to resample, no transformers)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
 # ----------------------------------------------------------------------------- reading audio
 
 _WAV_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
@@ -155,6 +166,9 @@ def read_pcm16(path: str, sample_rate: int) -> np.ndarray:
 def _resample(samples: np.ndarray, orig: int, new: int) -> np.ndarray:
     import torch
     import torchaudio.functional
+
+    if os.environ.get("OMP_NUM_THREADS") == "1":  # a pool worker that just imported torch
+        torch.set_num_threads(1)
 
     waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
     return torchaudio.functional.resample(waveform, orig, new).numpy().astype(np.float64)

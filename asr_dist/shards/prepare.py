@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from asr_dist.corpus.readers import CorpusError, Utterance, open_corpus
-from asr_dist.shards.encode import AudioLimits, EncodedSample, Rejected, encode_utterance
+from asr_dist.shards.encode import AudioLimits, EncodedSample, Rejected, encode_utterance, init_worker
 from asr_dist.shards.writer import INDEX_NAME, ShardSink, remove_stale_shards, write_index
 from asr_dist.text import TextRules, UnnormalizableText, build_processor, normalize_text
 
@@ -165,15 +165,8 @@ def _encode_in_order(jobs: list[Utterance], limits: AudioLimits, num_workers: in
     # spawn, not fork: the parent may hold torch/OpenMP threads, which forked children can deadlock on
     context = multiprocessing.get_context("spawn")
     chunksize = max(1, min(16, len(jobs) // (num_workers * 8)))
-    with ProcessPoolExecutor(max_workers=num_workers, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(max_workers=num_workers, mp_context=context, initializer=init_worker) as pool:
         yield from pool.map(encode, jobs, chunksize=chunksize)
-
-
-def _init_worker() -> None:
-    """One thread per worker process: the pool already uses every core."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
 
 
 def _write_rejects(path: Path, rejects: list[Rejected]) -> None:
