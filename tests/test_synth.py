@@ -166,6 +166,8 @@ def dictionary():
     "The NASA budget was cut again this year.",  # acronym
     "She works for IBM in the city.",
     "Henry VIII had six wives in total.",  # roman numeral
+    "They say that Queen Elizabeth I never married.",  # "the first"
+    "Hmm, that is not what I meant.",  # no vowel: may be spelled out
     "Turn left at point B and walk on.",  # single letter
     "The price rose by half a % today.",  # symbol
     "Buy cheese & bread at the market.",
@@ -188,6 +190,7 @@ def test_cleaner_keeps_plain_sentences_and_spells_the_transcript(dictionary):
     assert clean_sentence("I think, O friends, that Paris is lovely!", dictionary).transcript == \
         "I THINK O FRIENDS THAT PARIS IS LOVELY"
     assert clean_sentence("The dogs' bowls were empty.", dictionary).transcript == "THE DOGS BOWLS WERE EMPTY"
+    assert clean_sentence("Then I told Mary and I left.", dictionary).transcript == "THEN I TOLD MARY AND I LEFT"
     assert clean_sentence("Too short.", dictionary, min_words=4) is None
     assert clean_sentence("one two three four five", dictionary, max_words=4) is None
 
@@ -208,6 +211,31 @@ def test_pool_transcripts_agree_with_the_project_normalization():
     for sentence in pool[::20]:
         assert normalize_text(sentence.spoken) == sentence.transcript, sentence
         assert 4 <= len(sentence.transcript.split()) <= 24
+
+
+def _letters(words) -> str:
+    """Words -> their letters only: engines split clitics ("city 's") and drop apostrophes."""
+    return "".join(words).lower().replace("'", "").replace("_", "")
+
+
+def test_flite_and_festival_read_exactly_the_transcript_words():
+    import random
+    import subprocess
+
+    sample = random.Random(0).sample(load_sentences(), 40)
+    for sentence in sample:  # flite's word relation after its text normalization
+        words = subprocess.run(["flite", "-voice", "kal16", "-pw", "-t", sentence.spoken, "-o", "none"],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert _letters(words) == _letters(sentence.transcript.split()), (sentence.spoken, words)
+    script = ("(define (words text) (format t \"%l\\n\" (mapcar item.name (utt.relation.items "
+              "(utt.synth (eval (list 'Utterance 'Text text))) 'Word))))\n(voice_kal_diphone)\n")
+    script += "".join(f'(words "{s.spoken}")\n' for s in sample)
+    lines = subprocess.run(["festival", "--pipe"], input=script, capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    assert len(lines) == len(sample)
+    for sentence, line in zip(sample, lines):
+        words = line.strip("()").replace('"', "").split()
+        assert _letters(words) == _letters(sentence.transcript.split()), (sentence.spoken, words)
 
 
 # ----------------------------------------------------------------------------- reserved material

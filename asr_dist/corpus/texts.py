@@ -96,6 +96,8 @@ def reject_reason(word: str, dictionary: Dictionary) -> str | None:
         return f"mixed case {word!r}"
     if word.lower() in ABBREVIATIONS:
         return f"abbreviation {word!r}"
+    if not any(c in "aeiouy" for c in letters.lower()):
+        return f"no vowel in {word!r}, may be spelled out"  # hmm, shh, nth, tsk
     if word not in dictionary:
         return f"{word!r} not in {DICTIONARY.name}"
     return None
@@ -123,6 +125,8 @@ def clean_sentence(text: str, dictionary: Dictionary, min_words: int = 1, max_wo
         return None
     if any(reject_reason(w, dictionary) for w in words):
         return None
+    if any(w == "I" and prev[0].isupper() for prev, w in zip(words[1:], words[2:])):
+        return None  # "Henry I", "Chapter I": festival and flite read a roman numeral ("the first")
     if spoken[-1] not in ".!?":
         spoken += "."
     return Sentence(spoken=spoken[0].upper() + spoken[1:], transcript=" ".join(w.upper() for w in words),
