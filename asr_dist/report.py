@@ -415,9 +415,76 @@ def write_report(run_dir: str | Path) -> Path:
     return report
 
 
+# ----------------------------------------------------------------------------- several runs
+
+
+def write_comparison(runs: dict[str, str | Path] | list[str | Path], out_dir: str | Path) -> Path:
+    """OUT_DIR/comparison.md + comparison.png: several runs side by side (say, fine-tuned versus trained from
+    scratch on the same data): their loss and eval WER/CER over steps, their final numbers, WER per subset.
+
+    `runs` maps a label to a run folder (a list uses the folder names). Returns comparison.md's path.
+    """
+    if not isinstance(runs, dict):
+        runs = {Path(r).resolve().name: r for r in runs}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loaded = {}
+    for label, run_dir in runs.items():
+        if not Path(run_dir).is_dir():
+            raise FileNotFoundError(f"run folder {run_dir} does not exist")
+        metrics = read_metrics(Path(run_dir) / "metrics.jsonl")
+        loaded[label] = (metrics, read_eval(Path(run_dir), metrics))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, (metrics, _)), color in zip(loaded.items(), colors * 3):
+        if metrics.has("loss"):
+            steps, values = metrics.series["loss"]
+            left.plot(steps, _smooth(values), color=color, linewidth=2, label=label)
+        for key, style, name in (("eval/wer", "o-", "WER"), ("eval/cer", "s--", "CER")):
+            if metrics.has(key):
+                steps, values = metrics.series[key]
+                right.plot(steps, [100 * v for v in values], style, color=color, label=f"{label} {name}")
+    all_losses = [v for m, _ in loaded.values() for v in m.series.get("loss", ([], []))[1]]
+    if _wide_range(all_losses):
+        left.set_yscale("log")
+    left.set(title="Training loss (running median)", xlabel="optimizer step", ylabel="loss per target token")
+    right.set(title="Eval error rates", xlabel="optimizer step", ylabel="error rate (%)")
+    right.set_ylim(bottom=0)
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    png = out_dir / "comparison.png"
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+    lines = ["# Runs compared", "", "| run | steps | final train loss | WER | CER | audio s/s | padding | resumes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, (metrics, ev) in loaded.items():
+        steps = max((s for k in metrics.series for s in metrics.series[k][0]), default=None)
+        lines.append(f"| {label} | {_fmt(steps)} | {_fmt(metrics.last('loss'))} | {_fmt(ev.get('wer'), 'pct')} | "
+                     f"{_fmt(ev.get('cer'), 'pct')} | {_fmt(_mean(metrics, 'audio_sec_per_sec'))} | "
+                     f"{_fmt(_mean(metrics, 'padding_fraction'), 'pct')} | {len(metrics.resumed_at)} |")
+    subsets = sorted({name for _, ev in loaded.values() for name in ev.get("subsets", {})})
+    if subsets:
+        lines += ["", "WER per subset:", "", "| subset | " + " | ".join(loaded) + " |",
+                  "|---|" + "---|" * len(loaded)]
+        for name in subsets:
+            cells = [_fmt(ev.get("subsets", {}).get(name, {}).get("wer"), "pct") for _, ev in loaded.values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"![Runs compared]({png.name})", ""]
+    md = out_dir / "comparison.md"
+    md.write_text("\n".join(lines))
+    return md
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asr-dist report", description="Write RUN_DIR/report.md with plots.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder (train.run_dir)")
+    parser.add_argument("--compare", metavar="OUT_DIR",
+                        help="also write OUT_DIR/comparison.md + .png with the runs side by side")
     args = parser.parse_args(argv)
     status = 0
     for run_dir in args.run_dirs:
@@ -426,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError) as e:
             print(f"asr-dist report: {e}")
             status = 1
+    if args.compare and status == 0:
+        print(f"wrote {write_comparison(args.run_dirs, args.compare)}")
     return status
 
 

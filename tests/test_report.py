@@ -167,3 +167,31 @@ def test_cli_names_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "nope does not exist" in capsys.readouterr().out
     assert main([str(tmp_path)]) == 1
     assert "is it a run folder" in capsys.readouterr().out
+
+
+def test_comparison_puts_the_runs_side_by_side(run_dir, tmp_path_factory):
+    """Fine-tuned (run_dir) versus a from-scratch run that only learned the short words."""
+    scratch_dir = tmp_path_factory.mktemp("scratch")
+    scratch = score([{"key": f"dev-{i:06d}", "ref": ref, "hyp": " ".join(w for w in ref.split() if len(w) <= 3),
+                      "subset": voice, "loss": 9.0, "tokens": len(ref), "seconds": 2.0}
+                     for i, (voice, ref, _) in enumerate(UTTERANCES)])
+    rng = random.Random(2)
+    lines = [{"kind": "train", "step": s, **_train_scalars(s, rng)} for s in range(LOG_EVERY, MAX_STEPS + 1, LOG_EVERY)]
+    lines.append({"kind": "eval", "step": MAX_STEPS, **scratch.scalars()})
+    (scratch_dir / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    (scratch_dir / "eval.json").write_text(json.dumps(scratch.to_dict()))
+
+    out = tmp_path_factory.mktemp("compare")
+    assert main([str(run_dir), str(scratch_dir), "--compare", str(out)]) == 0
+    text = (out / "comparison.md").read_text()
+    fine_row = next(line for line in text.splitlines() if line.startswith(f"| {run_dir.name} |"))
+    scratch_row = next(line for line in text.splitlines() if line.startswith(f"| {scratch_dir.name} |"))
+    assert f"| {100 * FINAL.wer:.2f}% | {100 * FINAL.cer:.2f}% |" in fine_row
+    assert f"| {100 * scratch.wer:.2f}% | {100 * scratch.cer:.2f}% |" in scratch_row
+    assert scratch.wer > FINAL.wer
+    for name in FINAL.subsets:
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} |"))
+        assert f"{100 * FINAL.subsets[name].wer:.2f}%" in row and f"{100 * scratch.subsets[name].wer:.2f}%" in row
+    image = imread(out / "comparison.png")
+    assert image.shape[1] >= 1000
+    assert (run_dir / "report.md").is_file() and (scratch_dir / "report.md").is_file()
