@@ -136,6 +136,8 @@ def read_pcm16(path: str, sample_rate: int) -> np.ndarray:
     """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file."""
     if not Path(path).is_file():
         raise AudioProblem("missing_audio", f"no such file: {path}")
+    if Path(path).stat().st_size == 0:
+        raise AudioProblem("unreadable", "empty file (0 bytes)")
     try:
         info = sf.info(path)
     except Exception as e:  # libsndfile's error for anything it cannot open
