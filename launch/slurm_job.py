@@ -49,8 +49,9 @@ class RequeueLimitReached(RuntimeError):
 class TrainingJob:
     """The callable submitit pickles: a resolved config (plain dict) and the trainer to call with it.
 
-    `entry` ("module:function") is the trainer; it takes a Config and returns a summary (pickled as the job's
-    result), or leaves with SystemExit(REQUEUE_EXIT_CODE) after a graceful stop and save.
+    `entry` ("module:function") is the trainer; it takes a Config and returns a summary dict (pickled as the
+    job's result) whose "exit_code" is REQUEUE_EXIT_CODE after a graceful stop and save (SystemExit with that
+    code is understood too).
     """
 
     def __init__(self, config: dict, entry: str = "asr_dist.train:run") -> None:
@@ -80,10 +81,12 @@ class TrainingJob:
             if stop.code != REQUEUE_EXIT_CODE:
                 events.write("error", message=f"trainer exited with code {stop.code}")
                 raise
-            self._after_graceful_stop(env, restarts, events)  # never returns
+            result = {"exit_code": REQUEUE_EXIT_CODE}
         except BaseException as error:
             events.write("error", message=f"{type(error).__name__}: {error}")
             raise
+        if isinstance(result, dict) and result.get("exit_code") == REQUEUE_EXIT_CODE:
+            self._after_graceful_stop(env, restarts, events)  # requeues and exits, or raises
         events.write("finish", step=latest_step(self.config["train"]["run_dir"]), restarts=restarts)
         return result
 
