@@ -229,3 +229,50 @@ def test_cli_rejects_bad_folders_naming_them(tmp_path, capsys):
     assert "nowhere is not an exported model folder" in capsys.readouterr().err
     assert cli.main(["evaluate", str(model_dir), str(tmp_path)]) == 2
     assert f"{tmp_path} is not a shard folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- real ranks
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("accelerate_config", ["cpu_ddp_2proc.yaml", "deepspeed_zero3.yaml"])
+def test_two_real_ranks_with_unequal_shares_equal_one_rank(accelerate_config, tiny, accelerator, tmp_path):
+    """DDP and ZeRO-3 (where every forward is collective: the rank with fewer batches must keep pace)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import eval_worker
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{repo / 'tests'}{os.pathsep}{repo}")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(repo / "configs" / "accelerate" / accelerate_config), "--main_process_port", str(_free_port()),
+           str(repo / "tests" / "eval_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=400)
+    ranks = [tmp_path / f"rank{r}.json" for r in (0, 1)]
+    assert all(p.exists() for p in ranks), proc.stdout[-3000:] + proc.stderr[-3000:]
+    got = [json.loads(p.read_text()) for p in ranks]
+    if accelerate_config.startswith("deepspeed"):
+        assert got[0]["zero_stage"] == 3
+
+    model, processor = tiny
+    single = run_eval(model, eval_worker.all_batches(processor), processor, accelerator,
+                      EvalConfig(num_examples=2, subset_field="speaker")).to_dict(utterances=True)
+    for result in got:  # every rank holds the whole set's scores
+        assert result["num_samples"] == single["num_samples"] == len(eval_worker.TEXTS)
+        assert [u["key"] for u in result["utterances"]] == [u["key"] for u in single["utterances"]]
+        assert [u["hyp"] for u in result["utterances"]] == [u["hyp"] for u in single["utterances"]]
+        assert result["wer"] == single["wer"] and result["cer"] == single["cer"]
+        assert result["loss"] == pytest.approx(single["loss"], rel=1e-4)
+        assert result["duplicates_dropped"] == 0 and result["examples"] == single["examples"]
+        assert {k: v["wer"] for k, v in result["subsets"].items()} == {k: v["wer"] for k, v in single["subsets"].items()}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
