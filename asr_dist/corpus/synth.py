@@ -65,6 +65,9 @@ FLITE_VOICES = {"kal16": (85, 130), "awb": (85, 130), "rms": (80, 125)}
 # festival voice -> (scheme command that selects it, range of target_f0_mean in Hz).
 FESTIVAL_VOICES = {"kal": ("voice_kal_diphone", (90, 135)), "ked": ("voice_ked_diphone", (85, 130))}
 
+ENGINE_PROGRAMS = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
+                   "festival": ("festival", "festival festvox-kallpc16k festvox-kdlpc16k")}
+
 # Held out for independent evaluation: refused by name, whatever the engine.
 RESERVED_VOICE_MARKERS = ("slt", "pico", "piper", "us1", "dectalk")
 
@@ -82,7 +85,13 @@ def all_voices(engines: tuple[str, ...] = ENGINES) -> list[str]:
 
 
 def engine_of(voice: str) -> str:
+    """"espeak-en-us+f2" -> "espeak"."""
     return voice.split("-", 1)[0]
+
+
+def voice_name(voice: str) -> str:
+    """The engine's own name for a voice: "espeak-en-us+f2" -> "en-us+f2", "flite-awb" -> "awb"."""
+    return voice.split("-", 1)[1]
 
 
 def check_voice(voice: str, at: str = "synth.voices") -> None:
@@ -120,6 +129,7 @@ class SynthConfig:
 
     def check(self, at: str = "synth") -> None:
         _require(self.hours > 0, f"{at}.hours", "a positive number of hours", self.hours)
+        _require(self.seed >= 0, f"{at}.seed", "an integer >= 0", self.seed)
         _require(bool(self.engines) and set(self.engines) <= set(ENGINES), f"{at}.engines",
                  f"a non-empty subset of {list(ENGINES)}", self.engines)
         for voice in self.voices:
@@ -221,7 +231,8 @@ class Planner:
         if engine == "espeak":
             speed, pitch = float(rng.integers(140, 196)), int(rng.integers(35, 66))
         else:
-            f0_lo, f0_hi = FLITE_VOICES[speaker[6:]] if engine == "flite" else FESTIVAL_VOICES[speaker[9:]][1]
+            name = voice_name(speaker)
+            f0_lo, f0_hi = FLITE_VOICES[name] if engine == "flite" else FESTIVAL_VOICES[name][1]
             speed, pitch = round(float(rng.uniform(0.9, 1.2)), 3), int(rng.integers(f0_lo, f0_hi + 1))
         extra: dict = {}
         if rng.random() < config.noisy_fraction:
@@ -232,12 +243,13 @@ class Planner:
             else:
                 extra = dict(condition="reverb", reverb=(int(rng.integers(20, 81)), int(rng.integers(20, 81)),
                                                           int(rng.integers(30, 101)), int(rng.integers(0, 21))))
-        text = " ".join(s.transcript for s in sentences)
-        identity = f"{config.seed}|{self.split}|{self.count}|{speaker}|{text}"
+        fields = dict(split=self.split, speaker=speaker, spoken=" ".join(s.spoken for s in sentences),
+                      text=" ".join(s.transcript for s in sentences), speed=speed, pitch=pitch, **extra)
+        # Readable voice prefix + a hash of everything that shapes the audio: unique across corpora.
+        identity = json.dumps([config.seed, self.count, fields], sort_keys=True)
         key = f"{re.sub(r'[^A-Za-z0-9]+', '-', speaker)}-{hashlib.sha1(identity.encode()).hexdigest()[:10]}"
         self.count += 1
-        return UtteranceSpec(key=key, split=self.split, speaker=speaker, spoken=" ".join(s.spoken for s in sentences),
-                             text=text, speed=speed, pitch=pitch, **extra)
+        return UtteranceSpec(key=key, **fields)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -254,10 +266,9 @@ def _engine_commands(specs: list[UtteranceSpec], raw_dir: Path) -> Iterator[list
     for s in specs:
         out = str(raw_dir / f"{s.key}.wav")
         if s.engine == "espeak":
-            voice = s.speaker[len("espeak-"):]
-            yield ["espeak-ng", "-v", voice, "-s", str(int(s.speed)), "-p", str(s.pitch), "-w", out, "--", s.spoken]
+            yield ["espeak-ng", "-v", voice_name(s.speaker), "-s", str(int(s.speed)), "-p", str(s.pitch), "-w", out, "--", s.spoken]
         else:
-            yield ["flite", "-voice", s.speaker[len("flite-"):], "--setf", f"duration_stretch={s.speed}",
+            yield ["flite", "-voice", voice_name(s.speaker), "--setf", f"duration_stretch={s.speed}",
                    "--setf", f"int_f0_target_mean={s.pitch}", "-t", s.spoken, "-o", out]
 
 
@@ -266,7 +277,7 @@ def _festival_script(specs: list[UtteranceSpec], raw_dir: Path) -> str:
     pitch, so its audio does not depend on the sentences before it."""
     lines = []
     for s in specs:
-        select, _ = FESTIVAL_VOICES[s.speaker[len("festival-"):]]
+        select, _ = FESTIVAL_VOICES[voice_name(s.speaker)]
         lines += [f"({select})",
                   f"(Parameter.set 'Duration_Stretch {s.speed})",
                   f"(set! int_lr_params '((target_f0_mean {s.pitch}) (target_f0_std {max(8, s.pitch // 7)}) "
@@ -354,6 +365,9 @@ def build_corpus(config: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
     reproducible, so the kept set is too.
     """
     config.check()
+    for program, package in [("sox", "sox libsox-fmt-all")] + [ENGINE_PROGRAMS[e] for e in config.voice_pool()]:
+        if shutil.which(program) is None:
+            raise FileNotFoundError(f"{program} not found: apt install {package}")
     out_dir = Path(out_dir)
     wav_dir = out_dir / "wavs"
     manifests = {split: out_dir / f"{split}.jsonl" for split in SPLITS}
