@@ -234,3 +234,25 @@ def test_decode_guards_rate_and_channels():
     assert mono16k.ndim == 1 and abs(len(mono16k) - 16000) <= 1
     assert abs(float(np.median(mono16k)) - 0.5) < 1e-3
     assert len(decode_flac(flac_bytes(np.zeros(1600, np.float32)), 16000)) == 1600
+
+
+def test_failing_pipe_shard_is_an_error_naming_it_or_skipped_when_tolerated(shards, processor, caplog):
+    urls = [f"pipe:cat {shards}/train-{i:06d}.tar" for i in range(len(SHARD_SIZES))]
+    urls[2] = f"pipe:cat {shards}/gone/train-000002.tar"
+    cfg = data_cfg(shards, train_shards="::".join(urls), train_index=str(shards / "index.json"), num_workers=1)
+    (loader,) = loaders(cfg, processor, 1)
+    with pytest.raises(Exception, match="gone/train-000002.tar"):
+        take(loader)
+    cfg.tolerate_missing_shards = True
+    (loader,) = loaders(cfg, processor, 1)
+    lost = {s.key for s in loader.index.shards[2].samples}
+    with caplog.at_level(logging.WARNING, logger="asr_dist.data.loader"):
+        batches = list(loader)
+    keys = [k for b in batches for k in b["keys"]]
+    assert len(batches) == len(loader)  # lost samples do not change the number of steps
+    assert sorted(keys) == sorted(set(all_keys(shards)) - lost)
+    assert loader.metrics()["data/skipped_samples"] == len(lost)
+    assert any("gone/train-000002.tar" in r.getMessage() for r in caplog.records)
+    for b in batches:
+        if not b["keys"]:  # a planned batch made only of lost samples: silence with no targets, same step count
+            assert b["input_values"].shape[0] == 1 and (b["labels"] != -100).sum() == 0

@@ -55,7 +55,7 @@ def read_members(url: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
     wanted key has its audio and metadata.
     """
     found: dict[str, dict[str, bytes]] = defaultdict(dict)
-    complete = 0
+    complete, stopped_early = 0, False
     try:
         stream = gopen(url)
     except Exception as exc:  # noqa: BLE001 - any opener failure is reported with the file name
@@ -69,14 +69,16 @@ def read_members(url: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
             if ext.lower() in ("flac", "json") and "flac" in parts and "json" in parts:
                 complete += 1
                 if complete == len(keys):
+                    stopped_early = True
                     break
     except (tarfile.TarError, OSError, ValueError) as exc:
         raise ShardReadError(f"{url}: cannot read shard: {exc}") from exc
     finally:
         try:
-            stream.close()
-        except Exception:  # noqa: BLE001 - a pipe closed early may report SIGPIPE; the data is complete
-            pass
+            stream.close()  # a `pipe:` command reports its exit status here
+        except Exception as exc:  # noqa: BLE001
+            if not stopped_early:  # after an early stop the command may just have lost its reader (SIGPIPE)
+                raise ShardReadError(f"{url}: cannot read shard: {exc}") from exc
     return found
 
 
@@ -157,8 +159,19 @@ class _PlannedBatchStream(IterableDataset):
             meta = {**meta, "shard": shard}
             samples.append(DecodedSample(s.key, wave, info.text, meta))
         if not samples:
-            raise ShardReadError(f"every sample of a planned batch is unreadable: {skipped}")
+            if not self.tolerate:
+                raise ShardReadError(f"every sample of a planned batch is unreadable: {skipped}")
+            return j, silence_batch(self.processor, self.sample_rate), skipped
         return j, collate(samples, self.processor, self.sample_rate), skipped
+
+
+def silence_batch(processor, sample_rate: int) -> Batch:
+    """Stands in for a batch whose every sample was lost (data.tolerate_missing_shards): one second of
+    silence with an empty transcript and no keys. Every rank still runs the same steps (a skipped
+    step would hang the others' collectives), and CTC on silence with no target only teaches blanks."""
+    batch = collate([DecodedSample("", np.zeros(sample_rate, np.float32), "", {})], processor, sample_rate)
+    batch.update(keys=[], meta=[], audio_seconds=0.0)
+    return batch
 
 
 def _worker_init(_: int) -> None:

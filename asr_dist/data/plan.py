@@ -6,7 +6,8 @@ independently, a resumed run recomputes it exactly, and it can be re-dealt to an
 
 Recipe for one epoch:
   1. shuffle the shard order with (seed, epoch) and group consecutive shards into windows of
-     `bucket_shards` (a worker reads one window's shards sequentially, once);
+     at most `bucket_shards`, sizes balanced so that no small remainder window pads badly (a worker
+     reads one window's shards sequentially, once);
   2. inside a window shuffle the samples, sort pools of `megabatch_factor x max_batch_samples`
      samples by duration (HF's megabatch idea) and cut them greedily into batches bounded by
      padded seconds (n x longest <= max_batch_seconds) and by max_batch_samples;
@@ -79,6 +80,12 @@ class BatchRules:
 
 
 SpeedOf = Callable[[str], float]  # key -> speed factor this epoch (planned duration = duration / factor)
+
+
+def windows(shard_order: Sequence[int], bucket_shards: int) -> list[list[int]]:
+    """Consecutive groups of at most bucket_shards shards, sizes differing by at most one."""
+    count = -(-len(shard_order) // bucket_shards)
+    return [list(map(int, w)) for w in np.array_split(np.asarray(shard_order, dtype=np.int64), count)] if count else []
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:
@@ -179,8 +186,8 @@ def plan_train_epoch(index: DatasetIndex, rules: BatchRules, *, seed: int, epoch
     order = rng.permutation(len(index.shards))
     batches: list[PlannedBatch] = []
     pool = rules.megabatch_factor * rules.max_batch_samples
-    for w, start in enumerate(range(0, len(order), rules.bucket_shards)):
-        samples = _window_samples(index, order[start:start + rules.bucket_shards], rules, speed_of)
+    for w, shard_ids in enumerate(windows(order, rules.bucket_shards)):
+        samples = _window_samples(index, shard_ids, rules, speed_of)
         samples = [samples[i] for i in rng.permutation(len(samples))]
         window_batches: list[PlannedBatch] = []
         for p in range(0, len(samples), pool):
@@ -202,8 +209,8 @@ def plan_eval(index: DatasetIndex, rules: BatchRules, *, world_size: int) -> lis
     runs the same number of forward passes (ZeRO-3 gathers parameters collectively in each one).
     """
     batches: list[PlannedBatch] = []
-    for w, start in enumerate(range(0, len(index.shards), rules.bucket_shards)):
-        samples = _window_samples(index, range(start, min(start + rules.bucket_shards, len(index.shards))), rules, None)
+    for w, shard_ids in enumerate(windows(range(len(index.shards)), rules.bucket_shards)):
+        samples = _window_samples(index, shard_ids, rules, None)
         batches += cut_sorted(_by_duration(samples), rules, w)
     if sum(len(b.samples) for b in batches) >= world_size:
         batches = split_to_multiple(batches, world_size, f"eval set {index.path}")
