@@ -3,8 +3,8 @@
 Three measurements, all on this machine:
 1. the peak: a large square matmul timed in fp32 and in bf16 (what the BLAS can reach at all);
 2. the work: FLOPs of one training step (forward + backward) per second of audio, counted by
-   `torch.utils.flop_counter.FlopCounterMode` on the model of configs/train/demo.yaml (or the config defaults),
-   with the feature encoder frozen or not as that config says (a frozen CNN runs no backward);
+   `torch.utils.flop_counter.FlopCounterMode` on the model asr_dist.model builds for configs/train/demo.yaml
+   (or the config defaults), frozen as that config says (a frozen CNN runs no backward);
 3. the speed: audio seconds per second of a plain train step (forward, backward, AdamW) in fp32 and under bf16
    autocast; `run_all.py` may also pass the trainer's own figure from train_throughput.py.
 MFU = speed x FLOPs per audio second / peak. Attention is counted with the eager implementation, because the
@@ -30,7 +30,8 @@ from asr_dist.config import Config, load_config
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "train" / "demo.yaml"
 SAMPLE_RATE = 16000
-VOCAB_SIZE = 32  # the character vocabulary: A-Z, apostrophe, word delimiter, pad, unk, bos/eos
+PANGRAM = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG'S BACK"  # every letter + apostrophe: the usual vocabulary
+VOCAB_SIZE = 30  # A-Z, apostrophe, word delimiter, pad (the CTC blank), unk
 
 
 def matmul_peak_flops(dtype: torch.dtype, size: int, seconds: float) -> float:
@@ -55,23 +56,16 @@ def load_model_config() -> tuple[Config, str]:
 
 
 def build_model(cfg: Config, attn_implementation: str | None = None) -> torch.nn.Module:
-    """A randomly initialized Wav2Vec2ForCTC with the config's sizes and freezing of the feature encoder."""
-    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+    """The model the trainer builds for this config (random weights), frozen as the config says."""
+    from asr_dist.model import build_model as build_asr_model
+    from asr_dist.model import freeze_parameters
+    from asr_dist.text import build_processor
 
-    m = cfg.model
-    hf = Wav2Vec2Config(
-        vocab_size=VOCAB_SIZE, conv_dim=m.conv_dim, conv_kernel=m.conv_kernel, conv_stride=m.conv_stride,
-        num_feat_extract_layers=len(m.conv_dim), hidden_size=m.hidden_size, num_hidden_layers=m.num_hidden_layers,
-        num_attention_heads=m.num_attention_heads, intermediate_size=m.intermediate_size,
-        num_conv_pos_embeddings=m.num_conv_pos_embeddings, num_conv_pos_embedding_groups=m.num_conv_pos_embedding_groups,
-        feat_extract_norm="layer", do_stable_layer_norm=True, ctc_loss_reduction="sum", ctc_zero_infinity=True,
-        mask_time_prob=m.mask_time_prob, mask_time_length=m.mask_time_length, layerdrop=0.0, pad_token_id=0,
-    )
+    processor = build_processor([PANGRAM])
+    model = build_asr_model(cfg.model, processor)
+    freeze_parameters(model, cfg.freezing)
     if attn_implementation:
-        hf._attn_implementation = attn_implementation
-    model = Wav2Vec2ForCTC(hf)
-    if cfg.freezing.feature_encoder:
-        model.freeze_feature_encoder()
+        model.set_attn_implementation(attn_implementation)
     return model.train()
 
 
@@ -79,7 +73,7 @@ def fake_batch(batch_size: int, seconds: float) -> dict[str, torch.Tensor]:
     """Random audio and labels at about 15 characters per second (read speech)."""
     g = torch.Generator().manual_seed(0)
     n = int(seconds * SAMPLE_RATE)
-    labels = torch.randint(1, VOCAB_SIZE, (batch_size, int(seconds * 15)), generator=g)
+    labels = torch.randint(3, VOCAB_SIZE, (batch_size, int(seconds * 15)), generator=g)  # characters, not pad/unk
     return {"input_values": torch.randn(batch_size, n, generator=g), "labels": labels}
 
 

@@ -165,10 +165,13 @@ def write_results(results: dict[str, dict], info: dict[str, Any], quick: bool, o
     lines = [f"# Benchmark results ({'quick' if quick else 'full'} run, {stamp})", "",
              f"Machine: {info['cpu']}, {info['cores']} cores" + (f", {info['cuda']}" if info.get("cuda") else "")
              + f"; torch {info['torch']}, Python {info['python']}.", "",
-             "| benchmark | status | time |", "|---|---|---|"]
+             f"Load average (1 min) before and after each benchmark is listed: on a busy machine ({info['cores']} "
+             "cores) other processes' load slows every timing.", "",
+             "| benchmark | status | time | load before / after |", "|---|---|---|---|"]
     for name, result in results.items():
         detail = result["status"] if result["status"] == "ok" else f"**{result['status']}**: {format_value(result['error'])}"
-        lines.append(f"| {name} | {detail} | {result['seconds']:.0f} s |")
+        load = " / ".join(f"{x:.1f}" for x in result.get("load_average_1min", []))
+        lines.append(f"| {name} | {detail} | {result['seconds']:.0f} s | {load} |")
     lines.append("")
     for name, _, what in BENCHMARKS:
         if name not in results or results[name]["status"] != "ok":
@@ -214,11 +217,14 @@ def main() -> int:
             continue
         kwargs = trainer_speed(results.get("train_throughput", {}).get("figures")) if name == "mfu" else {}
         print(f"[run_all] {name}: {what} ...", flush=True)
+        load_before = os.getloadavg()[0]
         try:
             results[name] = run_benchmark(name, BENCH_DIR / script, args.quick, timeout, kwargs)
         except Exception:  # a bug here must not lose the other benchmarks' figures
             results[name] = {"status": "failed", "error": traceback.format_exc(limit=3), "seconds": 0.0}
         r = results[name]
+        # Timings are only as good as the machine was quiet: keep the load next to them.
+        r["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         print(f"[run_all] {name}: {r['status']} in {r['seconds']:.0f} s" + (f" ({r['error']})" if r["status"] != "ok" else ""),
               flush=True)
     md_path, json_path = write_results(results, machine_info(), args.quick, args.out)
