@@ -71,12 +71,15 @@ def lr_multiplier(cfg: ScheduleConfig, step: int, total_steps: int, steps_per_ep
 
 
 def build_lr_scheduler(optimizer: Optimizer, cfg: ScheduleConfig, total_steps: int,
-                       steps_per_epoch: int | None = None, start_step: int = 0) -> LambdaLR:
+                       steps_per_epoch: int | None = None, start_step: int = 0,
+                       encoder_frozen_until: int = 0) -> LambdaLR:
     """LambdaLR over every param group of `optimizer` (group lr = its base lr x multiplier).
 
     Step it once per optimizer update, outside `accelerator.prepare`. `start_step` = k puts a fresh
     scheduler where one stepped k times would be (resume by number); loading a saved state_dict
     does the same. As torch advises, build it before loading the optimizer's state_dict.
+    `encoder_frozen_until` = K gives the encoder groups (optim.py's names "encoder*") lr 0 for the
+    first K updates (freezing.encoder_updates), then the same curve as the head.
     """
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
@@ -85,7 +88,18 @@ def build_lr_scheduler(optimizer: Optimizer, cfg: ScheduleConfig, total_steps: i
                          f"got {steps_per_epoch!r}")
     cfg.check("schedule")
     cfg.check_steps("schedule", total_steps, "total_steps")
+
+    def schedule(step: int) -> float:
+        return lr_multiplier(cfg, step, total_steps, steps_per_epoch)
+
+    def encoder_schedule(step: int) -> float:
+        return 0.0 if step < encoder_frozen_until else schedule(step)
+
     for group in optimizer.param_groups:  # the base lr; kept when an optimizer state already set it
         group.setdefault("initial_lr", group["lr"])
-    return LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, total_steps, steps_per_epoch),
-                    last_epoch=start_step - 1)
+    lambdas = [schedule] * len(optimizer.param_groups)
+    if encoder_frozen_until > 0:
+        from asr_dist.optim import is_encoder_group
+
+        lambdas = [encoder_schedule if is_encoder_group(g) else schedule for g in optimizer.param_groups]
+    return LambdaLR(optimizer, lambdas, last_epoch=start_step - 1)

@@ -155,6 +155,26 @@ def test_two_param_groups_keep_their_ratio():
         sched.step()
 
 
+def test_encoder_groups_wait_at_zero_while_the_encoder_is_frozen():
+    cfg = ScheduleConfig(name="linear", warmup_steps=2, init_lr_scale=0.5)
+    head, encoder = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.AdamW([{"name": "head", "params": [head], "lr": 1e-3},
+                             {"name": "encoder", "params": [encoder], "lr": 1e-4}])
+    sched = build_lr_scheduler(opt, cfg, total_steps=10, encoder_frozen_until=3)
+    seen = []
+    for _ in range(6):
+        seen.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    for step, (head_lr, encoder_lr) in enumerate(seen):
+        assert head_lr == pytest.approx(1e-3 * lr_multiplier(cfg, step, 10))
+        assert encoder_lr == (0.0 if step < 3 else pytest.approx(1e-4 * lr_multiplier(cfg, step, 10)))
+    resumed = torch.optim.AdamW([{"name": "head", "params": [head], "lr": 1e-3},
+                                 {"name": "encoder", "params": [encoder], "lr": 1e-4}])
+    build_lr_scheduler(resumed, cfg, total_steps=10, start_step=2, encoder_frozen_until=3)
+    assert [g["lr"] for g in resumed.param_groups] == pytest.approx([seen[2][0], 0.0])
+
+
 @pytest.mark.parametrize("name", ["linear", "cosine", "exponential", "tri_stage"])
 def test_rebuilt_at_step_k_equals_stepped_k_times(name):
     cfg = ScheduleConfig(name=name, warmup_steps=4, hold_steps=3, gamma=0.95)
