@@ -45,6 +45,61 @@ key, defaults included) to `RUN_DIR/config.yaml`; `asr-dist report RUN_DIR` prin
 """
 
 
+# Meanings for keys whose line in config.py carries no comment. A comment in config.py always wins, so
+# documenting a key there (the better place) silently retires its entry here.
+FALLBACK_MEANINGS = {
+    "data.eval_index": "index.json path of the eval shards; empty = <eval_shards>/index.json",
+    "data.sample_rate": "Hz the model hears; prepare resamples at write time, the loader resamples anything else",
+    "data.max_batch_samples": "at most this many utterances per micro-batch (also bounded by max_batch_seconds)",
+    "data.max_duration": "seconds; longer samples are left out of the plan (must fit max_batch_seconds)",
+    "data.num_workers": "DataLoader worker processes decoding FLAC (0 = in the training process)",
+    "data.tolerate_missing_shards": "a missing or unreadable shard is left out with a warning instead of an error",
+    "data.augment.enabled": "master switch for speed perturbation, noise and gain on training audio",
+    "model.conv_dim": "channels of each CNN feature-encoder layer (wav2vec2-base: 512 x 7)",
+    "model.conv_kernel": "kernel width of each CNN layer",
+    "model.conv_stride": "stride of each CNN layer; their product is the frame hop (320 samples = 20 ms)",
+    "model.hidden_size": "transformer width",
+    "model.num_hidden_layers": "transformer layers",
+    "model.num_attention_heads": "must divide hidden_size",
+    "model.intermediate_size": "feed-forward width inside each transformer layer",
+    "model.num_conv_pos_embeddings": "kernel width of the convolutional positional embedding",
+    "model.num_conv_pos_embedding_groups": "groups of that convolution",
+    "model.hidden_dropout": "dropout on transformer hidden states",
+    "model.activation_dropout": "dropout inside the feed-forward block",
+    "model.attention_dropout": "dropout on attention probabilities",
+    "model.feat_proj_dropout": "dropout after the projection of CNN features",
+    "model.final_dropout": "dropout before the CTC head",
+    "model.layerdrop": "probability of skipping a whole transformer layer in training (keep 0 under ZeRO-1/2)",
+    "model.mask_time_length": "SpecAugment: frames per time mask",
+    "model.mask_feature_prob": "SpecAugment: probability of masking feature channels",
+    "model.mask_feature_length": "SpecAugment: channels per feature mask",
+    "model.gradient_checkpointing": "recompute activations in backward: less memory, about a third more compute",
+    "optimizer.name": "torch optimizer",
+    "optimizer.encoder_lr": "learning rate of everything but the CTC head; null = optimizer.lr",
+    "optimizer.betas": "Adam's (beta1, beta2)",
+    "optimizer.eps": "Adam's epsilon",
+    "optimizer.weight_decay": "decoupled weight decay (AdamW); biases and norms are exempt",
+    "schedule.name": "decay after warmup and hold (see the section text)",
+    "schedule.warmup_steps": "optimizer steps of linear warmup from init_lr_scale to 1",
+    "schedule.hold_steps": "optimizer steps at the peak learning rate after warmup",
+    "train.run_dir": "the run folder: config.yaml, metrics.jsonl, tensorboard/, checkpoints, report.md",
+    "train.seed": "seeds the model init (same on every rank), the epoch plan (data order) and augmentation",
+    "train.max_epochs": "training also stops after this many passes over the data, whichever comes first",
+    "train.grad_accum": "micro-batches per optimizer update (per rank)",
+    "train.mixed_precision": "bf16 autocast for the model; the CTC loss always runs in fp32",
+    "train.log_every": "optimizer steps between metrics.jsonl / TensorBoard lines",
+    "checkpoint.keep_last": "complete checkpoints kept; older ones are deleted after a successful save",
+    "checkpoint.on_save_error": "a failed save (disk full, permissions): log it and train on, or stop the run",
+    "slurm.job_name": "Slurm job name",
+    "slurm.nodes": "machines",
+    "slurm.gpus_per_node": "GPUs requested per machine (0 on CPU clusters)",
+    "slurm.account": "Slurm account to charge; empty = your default",
+    "slurm.qos": "Slurm quality of service; empty = the default",
+    "slurm.constraint": "node features required (sbatch --constraint)",
+    "slurm.exclusive": "whole nodes only (sbatch --exclusive)",
+}
+
+
 def field_comments(cls: type) -> dict[str, str]:
     """{field name: its comment}: the comment lines right above the field and the one at the end of its line.
 
@@ -144,7 +199,8 @@ def render() -> str:
                 meaning = f"section, see [`{name}.{f.name}`](#{(name + f.name).replace('.', '')})"
                 lines.append(f"| `{name}.{f.name}` | section | | {meaning} |")
                 continue
-            meaning = comments.get(f.name, "").replace("|", "\\|").replace("<", "&lt;")
+            meaning = comments.get(f.name) or FALLBACK_MEANINGS.get(f"{name}.{f.name}", "")
+            meaning = meaning.replace("|", "\\|").replace("<", "&lt;")
             lines.append(f"| `{name}.{f.name}` | {type_name(tp)} | {default_text(f)} | {meaning} |")
         lines.append("")
     return "\n".join(lines)
