@@ -28,6 +28,7 @@ from pathlib import Path
 import jiwer
 import torch
 import torch.nn.functional as F
+from accelerate.utils import gather_object
 
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
 
@@ -159,8 +160,6 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
                                              use_mask, blank_id, cfg_eval.subset_field))
     finally:
         net.train(was_training)
-    from accelerate.utils import gather_object
-
     all_records = gather_object(records)
     return score(all_records, cfg_eval.num_examples, wall_seconds=time.perf_counter() - started)
 

@@ -150,6 +150,15 @@ def test_evaluate_matches_per_utterance_decoding_and_the_models_own_ctc_loss(tin
     json.dumps(result.to_dict(utterances=True))  # the CLI writes it as JSON
 
 
+def test_references_come_from_the_labels_when_meta_has_no_text(tiny, accelerator):
+    model, processor = tiny
+    batches = eval_batches(processor)[:1]
+    texts = [m["text"] for m in batches[0]["meta"]]
+    bare = [{**batches[0], "meta": [{"speaker": m["speaker"]} for m in batches[0]["meta"]]}]
+    result = run_eval(model, bare, processor, accelerator, EvalConfig())
+    assert [u["ref"] for u in result.utterances] == texts
+
+
 def test_evaluate_on_simulated_ranks_equals_one_rank(tiny, accelerator):
     model, processor = tiny
     batches = eval_batches(processor)
