@@ -70,6 +70,11 @@ class DataConfig:
         _require(0 <= self.min_duration < self.max_duration, f"{at}.min_duration", "0 <= min_duration < max_duration", self.min_duration)
         _require(self.max_duration <= self.max_batch_seconds, f"{at}.max_duration",
                  f"at most data.max_batch_seconds ({self.max_batch_seconds}) so every sample fits a batch", self.max_duration)
+        if self.augment.enabled and self.augment.speed_factors:  # the plan budgets perturbed durations
+            slowest = min(self.augment.speed_factors)
+            _require(self.max_duration / slowest <= self.max_batch_seconds, f"{at}.max_duration",
+                     f"at most data.max_batch_seconds x the slowest speed factor ({self.max_batch_seconds * slowest:g}) "
+                     "so that every slowed-down sample fits a batch", self.max_duration)
         _require(self.bucket_shards >= 1, f"{at}.bucket_shards", "an integer >= 1", self.bucket_shards)
         _require(self.megabatch_factor >= 1, f"{at}.megabatch_factor", "an integer >= 1", self.megabatch_factor)
         _require(self.num_workers >= 0, f"{at}.num_workers", "an integer >= 0", self.num_workers)
