@@ -174,7 +174,8 @@ def test_planted_bad_files_are_each_rejected_and_good_ones_kept(tiny_corpus, tmp
     plant(6, "unnormalizable_text", "ROOM 101", lambda p: sf.write(p, speech, 16000))
     plant(7, "too_short_for_ctc", text * 2, lambda p: sf.write(p, speech[: 16000 // 2], 16000))
     plant(8, "too_short", "HI", lambda p: sf.write(p, speech[:1600], 16000))
-    plant(9, "too_long", text, lambda p: sf.write(p, np.concatenate([speech] * 5), 16000))
+    plant(9, "too_long", text, lambda p: sf.write(p, np.concatenate([speech] * 5), 16000))  # header says > 7 s
+    plant(13, "too_long", text, lambda p: sf.write(p, np.concatenate([speech] * 8)[:16000 * 13 // 2], 16000))  # 6.5 s
     plant(10, "missing_audio", text)
     plant(11, "empty_text", None, lambda p: sf.write(p, speech, 16000))  # audio without a transcript line
     plant(12, "unreadable", text, lambda p: p.write_bytes(b""))

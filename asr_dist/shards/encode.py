@@ -99,7 +99,7 @@ class AudioProblem(Exception):
 def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rejected:
     """Read `utt.audio`, check it against `utt.text` (already normalized) and the limits, encode FLAC."""
     try:
-        pcm = read_pcm16(utt.audio, limits.sample_rate)
+        pcm = read_pcm16(utt.audio, limits.sample_rate, max_seconds=limits.max_duration)
     except AudioProblem as e:
         return Rejected(utt.key, utt.audio, e.reason, e.detail)
     duration = len(pcm) / limits.sample_rate
@@ -132,8 +132,10 @@ _WAV_DATA_SIZE = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTI
 _STREAMED_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # writers that could not seek back put these
 
 
-def read_pcm16(path: str, sample_rate: int) -> np.ndarray:
-    """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file."""
+def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
+    """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file.
+    A file whose header declares more than `max_seconds` (+1 s) is rejected as too_long unread,
+    so that an hour-long recording in a corpus of sentences costs nothing."""
     if not Path(path).is_file():
         raise AudioProblem("missing_audio", f"no such file: {path}")
     if Path(path).stat().st_size == 0:
@@ -144,6 +146,8 @@ def read_pcm16(path: str, sample_rate: int) -> np.ndarray:
         raise AudioProblem("unreadable", _one_line(e)) from None
     if info.frames == 0:
         raise AudioProblem("empty_audio", "the file holds no samples")
+    if max_seconds is not None and info.frames > (max_seconds + 1.0) * info.samplerate:
+        raise AudioProblem("too_long", f"the header declares {info.frames / info.samplerate:.1f} s > max_duration {max_seconds} s")
     declared = _declared_wav_data_bytes(info)
     if declared is not None:
         raise AudioProblem("truncated", f"the WAV header declares {declared[0]} data bytes, the file has {declared[1]}")

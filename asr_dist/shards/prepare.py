@@ -122,7 +122,8 @@ def write_shards(
         rejected=dict(Counter(r.reason for r in rejects)))
     if not kept_texts:
         summary.elapsed_s = time.monotonic() - started
-        raise NothingUsable(f"all {len(utterances)} inputs were rejected; see {out / REJECTS_NAME}\n{summary.table()}")
+        what = f"all {len(utterances)} inputs were rejected" if utterances else "the corpus lists no utterances"
+        raise NothingUsable(f"{what}; see {out / REJECTS_NAME}\n{summary.table()}")
     if write_processor:
         build_processor(kept_texts, out / PROCESSOR_DIR, sample_rate=sample_rate)
         summary.processor_dir = str(out / PROCESSOR_DIR)
