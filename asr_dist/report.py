@@ -43,6 +43,7 @@ class RunMetrics:
     wall_seconds: float | None = None  # first to last "time" logged, downtime between processes included
     train_seconds: float | None = None  # the processes' own logging time ("elapsed"), summed
     last_record: dict[str, Any] = field(default_factory=dict)
+    last_examples: list[dict] = field(default_factory=list)  # reference/hypothesis pairs of the last eval line
 
     def has(self, key: str) -> bool:
         return bool(self.series.get(key, ([], []))[0])
@@ -73,6 +74,7 @@ def read_metrics(path: Path) -> RunMetrics:
     train_seconds = 0.0
     last_step = last_elapsed = None
     last_record: dict[str, Any] = {}
+    last_examples: list[dict] = []
     if not path.is_file():
         return RunMetrics()
     for line in path.read_text().splitlines():
@@ -93,6 +95,8 @@ def read_metrics(path: Path) -> RunMetrics:
         if isinstance(record.get("time"), (int, float)):
             times.append(float(record["time"]))
         last_record = record
+        if isinstance(record.get("examples"), list):
+            last_examples = [e for e in record["examples"] if isinstance(e, dict)]
         for key, value in record.items():
             if key in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
@@ -101,7 +105,7 @@ def read_metrics(path: Path) -> RunMetrics:
     series = {k: (sorted(v), [v[s] for s in sorted(v)]) for k, v in by_key.items()}
     wall = max(times) - min(times) if len(times) > 1 else None
     trained = train_seconds + last_elapsed if last_elapsed is not None else None
-    return RunMetrics(series, resumed_at, wall, trained, last_record)
+    return RunMetrics(series, resumed_at, wall, trained, last_record, last_examples)
 
 
 def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
@@ -129,6 +133,8 @@ def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
         for key in metrics.keys("eval/wer/"):
             name = key.removeprefix("eval/wer/")
             result["subsets"][name] = {"wer": metrics.last(key), "cer": metrics.last(f"eval/cer/{name}")}
+    if not result["examples"]:
+        result["examples"] = metrics.last_examples
     if isinstance(result.get("num_samples"), float):
         result["num_samples"] = int(result["num_samples"])
     return result

@@ -136,6 +136,7 @@ def test_without_eval_json_the_final_numbers_come_from_the_metrics(run_dir):
     text = write_report(run_dir).read_text()
     _assert_final_numbers(text)
     assert "from `metrics.jsonl`" in text
+    assert "| dev-000000 | THE QUICK BROWN FOX | THE QUICK BRAWN FOX |" in text  # MetricsLogger.log_eval's examples
     assert (run_dir / "report" / "subsets.png").is_file()
 
 
