@@ -278,6 +278,12 @@ def test_two_real_ranks_with_unequal_shares_equal_one_rank(accelerate_config, ti
         assert result["duplicates_dropped"] == 0 and result["examples"] == single["examples"]
         assert {k: v["wer"] for k, v in result["subsets"].items()} == {k: v["wer"] for k, v in single["subsets"].items()}
 
+    # metrics: one line per log call (main process only), throughput summed over both ranks
+    train, ev = (json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    assert train["logged_by_rank"] == 0 and train["padding_fraction"] == pytest.approx(1 - 3 / 4)
+    assert ev["kind"] == "eval" and ev["eval/wer"] == single["wer"]
+    assert len(list((tmp_path / "run").rglob("events.out.tfevents.*"))) == 1
+
 
 def _free_port() -> int:
     import socket
