@@ -84,12 +84,13 @@ def test_processor_vocab_from_training_split(tiny_corpus, tiny_shards):
 
 
 def test_vocab_ignores_rejected_transcripts(tiny_corpus, tmp_path):
-    utts = list(read_manifest(tiny_corpus.dev_manifest))
-    utts.append(Utterance(key="ghost", audio=str(tmp_path / "missing.wav"), text="JAZZ QUIZ"))
-    summary = write_shards(utts, tmp_path / "out", prefix="dev", num_workers=0, write_processor=True)
-    assert summary.rejected == {"missing_audio": 1}
+    good = list(read_manifest(tiny_corpus.dev_manifest))
+    bad = [Utterance(key="ghost", audio=str(tmp_path / "missing.wav"), text="JAZZ QUIZ"),
+           Utterance(key="dotted.key", audio=good[0].audio, text="JUMP")]
+    summary = write_shards(good + bad, tmp_path / "out", prefix="dev", num_workers=0, write_processor=True)
+    assert summary.rejected == {"missing_audio": 1, "bad_key": 1} and summary.num_kept == len(good)
     vocab = json.loads((tmp_path / "out" / "processor" / "vocab.json").read_text())
-    assert vocab == build_vocab([u.text for u in utts[:-1]])
+    assert vocab == build_vocab([u.text for u in good])
     assert not {"J", "Q", "Z"} & set(vocab)
 
 

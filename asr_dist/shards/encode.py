@@ -36,6 +36,7 @@ REASONS = {
     "too_long": "longer than max_duration",
     "too_short_for_ctc": "fewer model frames than the transcript needs under CTC",
     "duplicate_key": "another utterance already has this key",
+    "bad_key": "the key is empty or has characters other than A-Za-z0-9_- (a dot would split the sample)",
 }
 
 # wav2vec2's convolutional feature encoder (kernel, stride): 320 samples per frame, 20 ms at 16 kHz.

@@ -16,6 +16,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from asr_dist.shards.writer import INDEX_NAME, ShardSink, remove_stale_shards, w
 from asr_dist.text import TextRules, UnnormalizableText, build_processor, normalize_text
 
 REJECTS_NAME = "rejects.jsonl"
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what make_key produces; WebDataset splits keys at dots
 PROCESSOR_DIR = "processor"
 
 
@@ -139,6 +141,9 @@ def _normalized_unique(utterances: list[Utterance], rules: TextRules) -> tuple[l
     rejects: list[Rejected] = []
     first_with_key: dict[str, Utterance] = {}
     for utt in sorted(utterances, key=lambda u: (u.key, u.audio)):
+        if not _SAFE_KEY.fullmatch(utt.key):
+            rejects.append(Rejected(utt.key, utt.audio, "bad_key", f"key {utt.key!r}: use A-Za-z0-9_- only"))
+            continue
         if utt.key in first_with_key:
             rejects.append(Rejected(utt.key, utt.audio, "duplicate_key", f"key also used by {first_with_key[utt.key].audio}"))
             continue
