@@ -116,6 +116,9 @@ def run_benchmark(name: str, script: Path, quick: bool, timeout_s: float, kwargs
 # ----------------------------------------------------------------------------- the table
 
 
+LABEL_KEYS = ("name", "config", "mode", "backend", "stage", "world_size", "workers")  # what names a list entry
+
+
 def flatten(figures: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Nested dicts become dotted names; lists of dicts (one per configuration) are indexed by their 'name'."""
     rows: list[tuple[str, Any]] = []
@@ -124,8 +127,9 @@ def flatten(figures: Any, prefix: str = "") -> list[tuple[str, Any]]:
             rows += flatten(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(figures, list) and figures and all(isinstance(v, dict) for v in figures):
         for i, value in enumerate(figures):
-            label = value.get("name") or value.get("config") or value.get("mode") or str(i)
-            rows += flatten({k: v for k, v in value.items() if v is not label}, f"{prefix}[{label}]")
+            key = next((k for k in LABEL_KEYS if k in value), None)
+            label = f"{key}={value[key]}" if key and key not in ("name", "config") else str(value.get(key, i))
+            rows += flatten({k: v for k, v in value.items() if k != key}, f"{prefix}[{label}]")
     else:
         rows.append((prefix, figures))
     return rows
