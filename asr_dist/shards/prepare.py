@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="train", help="shard name prefix (default: train)")
     parser.add_argument("--processor", action="store_true",
                         help="also write OUT_DIR/processor (vocabulary from these transcripts: use on the train split only)")
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="encoding processes")
+    parser.add_argument("--workers", type=int, default=min(len(os.sched_getaffinity(0)), 8),
+                        help="encoding processes (default: the cores this process may use, at most 8)")
     parser.add_argument("--shard-mb", type=float, default=100.0, help="target shard size in MB (default 100)")
     parser.add_argument("--sample-rate", type=int, default=16000)
     parser.add_argument("--min-duration", type=float, default=0.2, help="seconds; shorter audio is rejected")
