@@ -227,11 +227,10 @@ class Trainer:
         self.scheduler.step()
         self.audio_seconds_seen += audio_s
         self.samples_seen += int(samples)
-        seconds = time.perf_counter() - started
         return {"loss": totals[0] / max(tokens, 1.0), "grad_norm": grad_norm, "skipped": bool(skipped),
                 "skipped_updates": self.skipped_updates, "tokens": tokens, "samples": samples,
-                "audio_seconds": audio_s, "padding_fraction": 1.0 - audio_s / padded_s if padded_s else 0.0,
-                "step_seconds": seconds, "audio_seconds_per_second": audio_s / seconds, **lrs}
+                "audio_seconds": audio_s, "padded_seconds": padded_s,
+                "step_seconds": time.perf_counter() - started, **lrs}
 
     def learning_rates(self) -> dict[str, float]:
         """The lr each group used for the update just made, e.g. {"lr/head": ..., "lr/encoder": ...}."""
@@ -267,14 +266,21 @@ def _setup_logging(is_main: bool) -> None:
 
 
 def run(cfg: Config) -> dict:
-    """Train as `cfg` says, in this process (one rank of a launched job); returns a summary dict on every rank.
+    """Train as `cfg` says, in this process (one rank of a launched job); returns a summary on every rank.
 
-    Keys: steps, skipped_updates, final_loss, losses (per update), eval (final scores or None), stopped,
-    exit_code (0, or stop.REQUEUE_EXIT_CODE after a graceful stop), run_dir.
+    Keys: steps, skipped_updates, losses (this process's run, per update), final_loss, eval (final
+    scores or None), stopped (graceful stop), exit_code (0, or stop.REQUEUE_EXIT_CODE after a graceful
+    stop: the caller exits with it so that Slurm/submitit requeue), run_dir, export_dir.
+    Files in train.run_dir: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, eval.json, export/.
     """
     from accelerate.utils import set_seed
 
+    from asr_dist.checkpoint import CheckpointManager
     from asr_dist.data.loader import build_eval_loader, build_train_loader
+    from asr_dist.evaluate import evaluate
+    from asr_dist.export import export_pretrained
+    from asr_dist.metrics import MetricsLogger, ThroughputMeter
+    from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
     from asr_dist.text import load_processor
 
     ds_config = read_deepspeed_config(cfg)
@@ -296,55 +302,101 @@ def run(cfg: Config) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(run_dir / "config.yaml")
     sizes = count_parameters(model)
-    log.info("%s on %d process(es), %s; model %.2fM parameters (%.2fM trainable)",
-             "DeepSpeed ZeRO-%s" % ds_config["zero_optimization"].get("stage") if ds_config else "DDP", world,
-             accelerator.device, sizes["total"] / 1e6, sizes["trainable"] / 1e6)
+    backend = f"DeepSpeed ZeRO-{ds_config['zero_optimization'].get('stage')}" if ds_config else "DDP"
+    log.info("%s on %d process(es), %s, %s; model %.2fM parameters (%.2fM trainable)", backend, world,
+             accelerator.device, cfg.train.mixed_precision, sizes["total"] / 1e6, sizes["trainable"] / 1e6)
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
                                       grad_accum=cfg.train.grad_accum)
     eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world)
                    if cfg.data.eval_shards else None)
     model, optimizer = accelerator.prepare(model, optimizer)
-
     trainer = Trainer(cfg, accelerator, model, optimizer, encoder_freeze,
                       use_attention_mask=bool(getattr(processor.feature_extractor, "return_attention_mask", True)),
                       blank_id=processor.tokenizer.pad_token_id)
+
+    checkpoints = CheckpointManager(accelerator, run_dir, cfg.checkpoint, config=cfg, model=model,
+                                    processor=processor)
+    extra_state = {"loader": train_loader, "trainer": trainer}
+    resume_from = checkpoints.resolve(cfg.train.resume)
+    if resume_from is not None:
+        checkpoints.load(resume_from, extra_state)
+
     steps_per_epoch = max(len(train_loader) // cfg.train.grad_accum, 1)
     total_steps = min(cfg.train.max_steps, cfg.train.max_epochs * steps_per_epoch)
-    # Built on the prepared optimizer: its param_groups are the ones DeepSpeed actually steps. Stepped once per
-    # update by the trainer, never by Accelerate (its prepared scheduler steps once per process).
+    # Built on the prepared optimizer (its param_groups are the ones DeepSpeed steps), after a resume: the
+    # multiplier is a pure function of the step. Stepped once per update by the trainer, never by Accelerate
+    # (its prepared scheduler steps once per process).
     trainer.scheduler = build_lr_scheduler(optimizer, cfg.schedule, total_steps, steps_per_epoch,
                                            start_step=trainer.step,
                                            encoder_frozen_until=cfg.freezing.encoder_updates)
+    metrics = MetricsLogger(accelerator, run_dir, total_steps=total_steps, start_step=trainer.step,
+                            hparams=cfg.to_dict())
+    throughput = ThroughputMeter()
+    stop = GracefulStop().install()
+
+    def epoch() -> float:
+        return trainer.step / steps_per_epoch
+
+    def run_eval() -> dict | None:
+        if eval_loader is None:
+            return None
+        result = evaluate(model, eval_loader, processor, accelerator, cfg.eval,
+                          mixed_precision=cfg.train.mixed_precision)
+        metrics.log_eval(result, trainer.step, epoch())
+        return result
 
     losses: list[float] = []
     micro_batches = _micro_batches(train_loader)
-    metrics_file = (run_dir / "metrics.jsonl").open("a") if accelerator.is_main_process else None
-    while trainer.step < total_steps:
-        waited = time.perf_counter()
-        batches = [next(micro_batches) for _ in range(cfg.train.grad_accum)]
-        data_wait = time.perf_counter() - waited
-        stats = trainer.train_step(batches)
-        stats["data_wait_seconds"] = data_wait
-        losses.append(stats["loss"])
-        if metrics_file is not None and (trainer.step % cfg.train.log_every == 0 or trainer.step == total_steps):
-            metrics_file.write(json.dumps({"step": trainer.step, **stats}) + "\n")
-            metrics_file.flush()
-            log.info("step %d/%d loss %.4f grad %.3g lr %s %.1f audio-s/s", trainer.step, total_steps,
-                     stats["loss"], stats["grad_norm"], stats.get("lr/head"), stats["audio_seconds_per_second"])
-    eval_result = None
-    if eval_loader is not None:
-        from asr_dist.evaluate import evaluate
+    last_saved = trainer.step if resume_from is not None else -1
+    window_loss, window_steps = 0.0, 0
+    try:
+        while trainer.step < total_steps:
+            waited = time.perf_counter()
+            batches = [next(micro_batches) for _ in range(cfg.train.grad_accum)]
+            data_wait = time.perf_counter() - waited
+            for batch in batches:
+                throughput.add_batch(batch["audio_seconds"], batch["padded_seconds"], data_wait / len(batches))
+            stats = trainer.train_step(batches)
+            losses.append(stats["loss"])
+            window_loss, window_steps = window_loss + stats["loss"], window_steps + 1
+            step = trainer.step
+            metrics.progress(loss=stats["loss"], lr=stats.get("lr/head"))
+            if step % cfg.train.log_every == 0 or step == total_steps:
+                metrics.log({**stats, "loss_avg": window_loss / window_steps, **throughput.summary(accelerator),
+                             "data_wait_seconds": data_wait, "epoch_index": train_loader.epoch}, step, epoch())
+                window_loss, window_steps = 0.0, 0
+            evaluation = None
+            if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
+                evaluation = run_eval()
+            if checkpoints.due(step):
+                checkpoints.save(step, extra_state, {"wer": evaluation.wer} if evaluation else None)
+                last_saved = step
+            if stop.should_stop(accelerator):
+                metrics.write(f"stopping at step {step}: {stop.reason}; saving a checkpoint to resume from")
+                if last_saved != step:
+                    checkpoints.save(step, extra_state)
+                break
+    finally:
+        stop.uninstall()
 
-        eval_result = evaluate(model, eval_loader, processor, accelerator, cfg.eval,
-                               mixed_precision=cfg.train.mixed_precision)
-        log.info("eval: %s", eval_result.format())
+    result: dict = {"steps": trainer.step, "skipped_updates": trainer.skipped_updates, "losses": losses,
+                    "final_loss": losses[-1] if losses else math.nan, "eval": None, "stopped": stop.stopping,
+                    "exit_code": REQUEUE_EXIT_CODE if stop.stopping else 0, "run_dir": str(run_dir),
+                    "export_dir": None}
+    if not stop.stopping:
+        final = run_eval()
+        if final is not None:
+            result["eval"] = final.to_dict()
+            if accelerator.is_main_process:
+                (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=1))
+        if cfg.checkpoint.every_steps and last_saved != trainer.step:
+            checkpoints.save(trainer.step, extra_state, {"wer": final.wer} if final else None)
+        result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
+    metrics.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return {"steps": trainer.step, "skipped_updates": trainer.skipped_updates,
-            "final_loss": losses[-1] if losses else math.nan, "losses": losses,
-            "eval": eval_result.scalars() if eval_result is not None else None, "stopped": False, "exit_code": 0,
-            "run_dir": str(run_dir)}
+    return result
 
 
 def _micro_batches(train_loader):
