@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +54,12 @@ def build_transcriber(model_dir: str | Path, device: str = "cpu", chunk_seconds:
     return pipeline("automatic-speech-recognition", model=str(model_dir), device=device, **kwargs)
 
 
-def transcribe(pipe, files: list[str | Path]) -> list[str]:
-    """The transcript of each file, in order."""
+def transcribe(pipe, files: list[str | Path]) -> Iterator[tuple[str | Path, str]]:
+    """(file, transcript) for each file, in order, as each is done; a file that cannot be read
+    raises AudioReadError naming it when its turn comes."""
     rate = pipe.feature_extractor.sampling_rate
-    return [pipe({"raw": load_audio(f, rate), "sampling_rate": rate})["text"] for f in files]
+    for f in files:
+        yield f, pipe({"raw": load_audio(f, rate), "sampling_rate": rate})["text"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,9 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         pipe = build_transcriber(args.model_dir, args.device, args.chunk_seconds)
-        rate = pipe.feature_extractor.sampling_rate
-        for f in args.files:  # read each file before decoding it: a bad one stops with its name
-            text = pipe({"raw": load_audio(f, rate), "sampling_rate": rate})["text"]
+        for f, text in transcribe(pipe, args.files):
             print(f"{f}\t{text}", flush=True)
     except (AudioReadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
