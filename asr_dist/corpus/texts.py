@@ -50,8 +50,9 @@ SINGLE_LETTER_WORDS = frozenset("aio")  # "a", "I", "O" are words; any other lon
 _ALLOWED = re.compile(r"[A-Za-z\s.,;:!?'\"()\-]*")
 _WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")  # inner apostrophes stay (DON'T); edge ones are quotes
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')]*\s+(?=[\"'(]*[A-Z])")
-_ABBREVIATION_PERIOD = re.compile(r"\b(?:%s)\.\s+\S" % "|".join(sorted(ABBREVIATIONS) + list(AMBIGUOUS_ABBREVIATIONS)),
-                                  re.IGNORECASE)
+_ENDS_WITH_ABBREVIATION = re.compile(r"\b(?:%s)\.[\"')]*$" % "|".join(sorted(ABBREVIATIONS) + list(AMBIGUOUS_ABBREVIATIONS)),
+                                     re.IGNORECASE)
+_TYPOGRAPHIC = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "--", "\u2013": "-"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def clean_sentence(text: str, dictionary: Dictionary, min_words: int = 1, max_wo
     double quotes and parentheses are dropped from the spoken text; other punctuation stays there for
     prosody and is dropped from the transcript.
     """
-    text = " ".join(text.split())
+    text = " ".join(text.translate(_TYPOGRAPHIC).split())
     if not text or not _ALLOWED.fullmatch(text):
         return None
     spoken = text.replace("--", ", ").replace("-", " ")
@@ -137,12 +138,11 @@ def clean_sentence(text: str, dictionary: Dictionary, min_words: int = 1, max_wo
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    """Sentences of a paragraph, split after . ! ? before a capital; [] when an abbreviation with a
-    period ("Gen. Lee", "No. 5") would make the split or the reading uncertain."""
-    paragraph = " ".join(paragraph.split())
-    if _ABBREVIATION_PERIOD.search(paragraph):
-        return []
-    return [s for s in _SENTENCE_END.split(paragraph) if s]
+    """Sentences of a paragraph, split after . ! ? before a capital. A split after an abbreviation
+    ("Gen. Lee", "No. 5") is not a sentence end: both pieces are dropped."""
+    pieces = [s for s in _SENTENCE_END.split(" ".join(paragraph.translate(_TYPOGRAPHIC).split())) if s]
+    bad = {j for i, piece in enumerate(pieces) if _ENDS_WITH_ABBREVIATION.search(piece) for j in (i, i + 1)}
+    return [piece for i, piece in enumerate(pieces) if i not in bad]
 
 
 def fortune_paragraphs(fortune_dir: Path = FORTUNE_DIR) -> list[str]:
@@ -176,15 +176,20 @@ def wordnet_examples(wordnet_dir: Path = WORDNET_DIR) -> list[str]:
     return examples
 
 
-def bible_verses() -> list[str]:
-    """The World English Bible, one verse per item, via diatheke (apt install diatheke sword-text-web)."""
+def bible_chapters(keys: str = "Gen 1:1-Rev 22:21") -> list[str]:
+    """The World English Bible, one chapter per item, via diatheke (apt install diatheke sword-text-web)."""
     if shutil.which("diatheke") is None:
         raise FileNotFoundError("text source 'bible' needs diatheke and the WEB module "
                                 "(apt install diatheke sword-text-web)")
-    out = subprocess.run(["diatheke", "-b", BIBLE_MODULE, "-f", "plain", "-k", "Gen 1:1-Rev 22:21"],
+    out = subprocess.run(["diatheke", "-b", BIBLE_MODULE, "-f", "plain", "-k", keys],
                          check=True, capture_output=True, text=True).stdout
-    # Lines look like "Genesis 1:1: In the beginning..."; strip the reference.
-    return [m.group(1) for m in re.finditer(r"^[1-3 ]*[A-Za-z ]+ \d+:\d+: (.+)$", out, re.MULTILINE)]
+    # "Genesis 1:1: In the beginning..." and poetry continues on the next lines; a chapter is joined
+    # into one paragraph so that sentences running over verses stay whole.
+    chapters: dict[str, list[str]] = {}
+    parts = re.split(r"^((?:[1-3] )?[A-Z][A-Za-z ]* \d+):\d+: ", out, flags=re.MULTILINE)
+    for chapter, verse in zip(parts[1::2], parts[2::2]):
+        chapters.setdefault(chapter, []).append(verse.replace(f"({BIBLE_MODULE})", ""))
+    return [" ".join(verses) for verses in chapters.values()]
 
 
 def _source_texts(source: str) -> list[str]:
@@ -193,7 +198,7 @@ def _source_texts(source: str) -> list[str]:
     if source == "wordnet":
         return wordnet_examples()
     if source == "bible":
-        return [s for v in bible_verses() for s in split_sentences(v)]
+        return [s for c in bible_chapters() for s in split_sentences(c)]
     raise ValueError(f"unknown text source {source!r}; known: {', '.join(TEXT_SOURCES)}")
 
 
