@@ -14,6 +14,17 @@ non-finite numbers written as null so that any JSON reader takes the file. A res
 the same file: lines with a step above the resume step (logged after the checkpoint it resumes
 from) are dropped first, and TensorBoard is told to hide the same steps (SummaryWriter's
 purge_step), so neither curve shows a stretch twice.
+
+In the trainer:
+
+    accelerator = Accelerator(..., log_with="tensorboard", project_dir=run_dir)
+    metrics = MetricsLogger(accelerator, run_dir, total_steps=total, start_step=step, hparams=cfg.to_dict())
+    meter = ThroughputMeter()
+    ...  per micro-batch:   meter.add_batch(batch["audio_seconds"], batch["padded_seconds"], waited)
+    ...  per update:        metrics.progress(1, loss=loss)
+    ...  every log_every:   metrics.log({**stats, **meter.summary(accelerator)}, step, epoch)  # all ranks
+    ...  after evaluate():  metrics.log_eval(result, step, epoch)
+    metrics.close(); accelerator.end_training()
 """
 
 from __future__ import annotations
