@@ -8,8 +8,8 @@ Recipe for one epoch:
   1. shuffle the shard order with (seed, epoch) and group consecutive shards into windows of
      at most `bucket_shards`, sizes balanced so that no small remainder window pads badly (a worker
      reads one window's shards sequentially, once);
-  2. inside a window shuffle the samples, sort pools of `megabatch_factor x max_batch_samples`
-     samples by duration (HF's megabatch idea) and cut them greedily into batches bounded by
+  2. inside a window shuffle the samples, sort pools of at most `megabatch_factor x max_batch_samples`
+     samples (balanced sizes) by duration (HF's megabatch idea) and cut them greedily into batches bounded by
      padded seconds (n x longest <= max_batch_seconds) and by max_batch_samples;
   3. shuffle the batches of a window and concatenate the windows;
   4. make the number of batches a multiple of world_size x grad_accum by splitting the heaviest
@@ -86,6 +86,13 @@ def windows(shard_order: Sequence[int], bucket_shards: int) -> list[list[int]]:
     """Consecutive groups of at most bucket_shards shards, sizes differing by at most one."""
     count = -(-len(shard_order) // bucket_shards)
     return [list(map(int, w)) for w in np.array_split(np.asarray(shard_order, dtype=np.int64), count)] if count else []
+
+
+def _balanced_chunks(items: list, at_most: int) -> list[list]:
+    """Consecutive chunks of at most `at_most` items, sizes differing by at most one (no tiny remainder)."""
+    count = -(-len(items) // at_most)
+    bounds = np.linspace(0, len(items), count + 1).round().astype(int) if count else [0]
+    return [items[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:
@@ -190,8 +197,8 @@ def plan_train_epoch(index: DatasetIndex, rules: BatchRules, *, seed: int, epoch
         samples = _window_samples(index, shard_ids, rules, speed_of)
         samples = [samples[i] for i in rng.permutation(len(samples))]
         window_batches: list[PlannedBatch] = []
-        for p in range(0, len(samples), pool):
-            window_batches += cut_sorted(_by_duration(samples[p:p + pool]), rules, w)
+        for chunk in _balanced_chunks(samples, pool):
+            window_batches += cut_sorted(_by_duration(chunk), rules, w)
         batches += [window_batches[i] for i in rng.permutation(len(window_batches))]
     if not batches:
         raise PlanError(f"{index.path}: no sample has a duration within data.min_duration..data.max_duration "
