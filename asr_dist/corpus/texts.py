@@ -39,8 +39,8 @@ ABBREVIATIONS = frozenset("""
     jan feb apr jun jul aug sep sept oct nov dec mon tue tues wed thu thur thurs fri
     ii iii iv vi vii viii ix xi xii xiii xiv xv xvi xvii xviii xix xx
 """.split())
-# Real words that are also abbreviations when a period follows and the sentence goes on ("Gen. Lee",
-# "No. 5", "Mar. 3"): a text with such a period is dropped before it is split into sentences.
+# Real words that are also abbreviations when a period follows and the text goes on ("No. 5", "Mar. 3"):
+# like the abbreviations above, such a period is no sentence end, so the pieces around it are dropped.
 AMBIGUOUS_ABBREVIATIONS = ("no", "sat", "sun", "mar", "may", "fig", "vol", "ch", "pp", "op", "art", "sec",
                            "min", "max", "ed", "pl", "ms", "ma", "pa", "la", "ca")
 SINGLE_LETTER_WORDS = frozenset("aio")  # "a", "I", "O" are words; any other lone letter is spelled out
