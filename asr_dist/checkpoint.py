@@ -119,8 +119,12 @@ def read_meta(path: str | Path) -> dict:
 def find_checkpoint(where: str | Path) -> Path:
     """A checkpoint folder from a checkpoint, a `checkpoints` folder or a run folder (follows `latest`)."""
     where = Path(where)
+    if not where.is_dir():
+        raise CheckpointError(f"checkpoint {where} does not exist or is not a folder")
     if is_complete(where):
         return where
+    if checkpoint_step(where) is not None or where.name.startswith(".tmp-") or (where / META).exists():
+        read_meta(where)  # raises: an incomplete checkpoint, say so
     for root in (where, where / CHECKPOINTS_DIR):
         found = _latest_in(root)
         if found is not None:

@@ -30,9 +30,9 @@ GLOBAL_BATCH = 4  # samples per optimizer step, split over the ranks
 VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B", "C", "D", "E"]
 
 
-def tiny_processor(folder: Path) -> transformers.Wav2Vec2Processor:
+def tiny_processor(folder: Path, vocab: list[str] = VOCAB) -> transformers.Wav2Vec2Processor:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     tokenizer = transformers.Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
                                                   word_delimiter_token="|")
     features = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
@@ -40,11 +40,15 @@ def tiny_processor(folder: Path) -> transformers.Wav2Vec2Processor:
     return transformers.Wav2Vec2Processor(feature_extractor=features, tokenizer=tokenizer)
 
 
-def tiny_model(hidden: int = 32) -> transformers.Wav2Vec2ForCTC:
+def tiny_model(hidden: int = 32, random_ops: bool = True, layers: int = 2) -> transformers.Wav2Vec2ForCTC:
+    """random_ops=False turns dropout and SpecAugment masking off: no RNG in the step at all."""
+    p = 0.1 if random_ops else 0.0
     config = transformers.Wav2Vec2Config(
-        vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden,
         conv_dim=[16, 16], conv_kernel=[10, 3], conv_stride=[5, 2], num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2, mask_time_prob=0.2, mask_time_length=2, hidden_dropout=0.1,
+        num_conv_pos_embedding_groups=2, mask_time_prob=2 * p, mask_time_length=2, hidden_dropout=p,
+        attention_dropout=p, activation_dropout=p, feat_proj_dropout=p,
         pad_token_id=0, ctc_loss_reduction="mean", layerdrop=0.0)
     return transformers.Wav2Vec2ForCTC(config)
 
@@ -98,6 +102,82 @@ def build_accelerator(backend: str) -> Accelerator:
                        kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")], step_scheduler_with_optimizer=False)
 
 
+class TinyRun:
+    """One rank of a tiny training run, wired to CheckpointManager and GracefulStop like the trainer."""
+
+    def __init__(self, run_dir: Path, backend: str = "single", hidden: int = 32, random_ops: bool = True,
+                 cfg: CheckpointConfig | None = None, vocab: list[str] = VOCAB, layers: int = 2):
+        self.run_dir = Path(run_dir)
+        set_seed(0)
+        model = tiny_model(hidden, random_ops, layers)  # before the Accelerator: ZeRO-3's zero.Init must not see it
+        self.accelerator = acc = build_accelerator(backend)
+        self.processor = tiny_processor(self.run_dir / "processor-src", vocab)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+        if acc.state.deepspeed_plugin is not None:
+            acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = GLOBAL_BATCH // acc.num_processes
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.loader, self.counters = SyntheticLoader(acc.process_index, acc.num_processes), Counters()
+        self.extras = {"loader": self.loader, "trainer": self.counters}
+        self.manager = CheckpointManager(acc, self.run_dir, cfg or CheckpointConfig(every_steps=2),
+                                         config={"model": {"hidden": hidden}}, processor=self.processor)
+        self.timings = self.run_dir / f"timings-rank-{acc.process_index}.jsonl"
+
+    def resume(self, resume: str = "auto") -> int:
+        """Load what `train.resume` names; returns the step training continues from."""
+        path = self.manager.resolve(resume)
+        if path is not None:
+            started = time.perf_counter()
+            self.manager.load(path, self.extras)
+            self._time("load", started, path)
+        return self.counters.step
+
+    def train(self, steps: int, stop: GracefulStop | None = None, step_sleep: float = 0.0) -> int:
+        """Train up to `steps` optimizer steps; returns 0, or REQUEUE_EXIT_CODE after a graceful stop."""
+        acc, seen = self.accelerator, open(self.run_dir / f"seen-rank-{self.accelerator.process_index}.jsonl", "a")
+        self.model.train()
+        while self.counters.step < steps:
+            batch, indices = self.loader.next_batch()
+            loss = self.model(**batch).loss
+            acc.backward(loss)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+            self.counters.step += 1
+            seen.write(json.dumps({"step": self.counters.step, "indices": indices}) + "\n")
+            seen.flush()
+            time.sleep(step_sleep)
+            if stop is not None and stop.should_stop(acc):
+                self.save()
+                print(f"stopping at step {self.counters.step}: {stop.reason}", flush=True)
+                return REQUEUE_EXIT_CODE
+            if self.manager.due(self.counters.step):
+                self.save(metrics={"wer": float(abs(self.counters.step - 4))})  # made up; best at step 4
+        return 0
+
+    def save(self, metrics: dict | None = None) -> Path | None:
+        started = time.perf_counter()
+        path = self.manager.save(self.counters.step, self.extras, metrics)
+        self._time("save", started, path)
+        return path
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Full fp32 weights (a collective under ZeRO-3: every rank calls)."""
+        state = self.accelerator.get_state_dict(self.model)  # None on ranks > 0 under ZeRO-3
+        return {k: v.float().clone() for k, v in (state or {}).items()}
+
+    def dump(self, file: Path) -> None:
+        state = self.weights()
+        if self.accelerator.is_main_process:
+            torch.save(state, file)
+        self.accelerator.wait_for_everyone()
+
+    def _time(self, event: str, started: float, path: Path | None) -> None:
+        with open(self.timings, "a") as f:
+            f.write(json.dumps({"event": event, "seconds": time.perf_counter() - started,
+                                "path": str(path) if path else None}) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("run_dir", type=Path)
@@ -110,57 +190,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", default="auto")
     p.add_argument("--step-sleep", type=float, default=0.0)
     p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--no-random-ops", action="store_true", help="no dropout/masking: compare across world sizes")
+    p.add_argument("--dump-loaded", action="store_true", help="write RUN_DIR/loaded.pt right after resuming")
     args = p.parse_args(argv)
 
-    set_seed(0)
-    model = tiny_model(args.hidden)  # before the Accelerator: ZeRO-3's zero.Init must not see it (facts)
-    accelerator = build_accelerator(args.backend)
-    processor = tiny_processor(args.run_dir / "processor-src")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
-    micro = GLOBAL_BATCH // accelerator.num_processes
-    if accelerator.state.deepspeed_plugin is not None:
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-
-    loader, counters = SyntheticLoader(accelerator.process_index, accelerator.num_processes), Counters()
-    extras = {"loader": loader, "trainer": counters}
     cfg = CheckpointConfig(every_steps=args.save_every, keep_last=args.keep_last, keep_best=args.keep_best,
                            on_save_error=args.on_save_error)
-    manager = CheckpointManager(accelerator, args.run_dir, cfg, config={"model": {"hidden": args.hidden}},
-                                processor=processor)
+    run = TinyRun(args.run_dir, args.backend, args.hidden, not args.no_random_ops, cfg, layers=args.layers)
     stop = GracefulStop().install()
-    resume_from = manager.resolve(args.resume)
-    if resume_from is not None:
-        manager.load(resume_from, extras)
-    seen = open(args.run_dir / f"seen-rank-{accelerator.process_index}.jsonl", "a")
-    print(f"rank {accelerator.process_index} pid {os.getpid()} starts at step {counters.step}", flush=True)
-
-    model.train()
-    while counters.step < args.steps:
-        batch, indices = loader.next_batch()
-        loss = model(**batch).loss
-        accelerator.backward(loss)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad()
-        counters.step += 1
-        seen.write(json.dumps({"step": counters.step, "indices": indices}) + "\n")
-        seen.flush()
-        time.sleep(args.step_sleep)
-        if stop.should_stop(accelerator):
-            manager.save(counters.step, extras)
-            print(f"stopping at step {counters.step}: {stop.reason}", flush=True)
-            return REQUEUE_EXIT_CODE
-        if manager.due(counters.step):
-            wer = float(abs(counters.step - 4))  # a made-up metric with a known best (step 4) for keep_best
-            manager.save(counters.step, extras, metrics={"wer": wer})
-
-    state = accelerator.get_state_dict(model)
-    if accelerator.is_main_process:
-        torch.save({k: v.float().clone() for k, v in state.items()}, args.run_dir / "final.pt")
-    accelerator.wait_for_everyone()
-    return 0
+    start = run.resume(args.resume)
+    if start and args.dump_loaded:
+        run.dump(args.run_dir / "loaded.pt")
+        print("lr after load", [g["lr"] for g in run.optimizer.param_groups], "scheduler", run.scheduler.state_dict(),
+              flush=True)
+    print(f"rank {run.accelerator.process_index} pid {os.getpid()} starts at step {start}", flush=True)
+    code = run.train(args.steps, stop, args.step_sleep)
+    if code == 0:
+        run.dump(args.run_dir / "final.pt")
+    return code
 
 
 if __name__ == "__main__":
