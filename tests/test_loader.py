@@ -257,3 +257,15 @@ def test_failing_pipe_shard_is_an_error_naming_it_or_skipped_when_tolerated(shar
     for b in batches:
         if not b["keys"]:  # a planned batch made only of lost samples: silence with no targets, same step count
             assert b["input_values"].shape[0] == 1 and (b["labels"] != -100).sum() == 0
+
+
+def test_silence_stand_in_batch_trains_without_targets():
+    """The stand-in for a fully lost batch (tolerated) goes through Wav2Vec2ForCTC with a finite loss."""
+    from _tiny_model import tiny_model_and_processor
+    from asr_dist.data.loader import silence_batch
+
+    model, processor = tiny_model_and_processor()
+    batch = silence_batch(processor, 16000)
+    assert batch["keys"] == [] and batch["audio_seconds"] == 0.0 and (batch["labels"] != -100).sum() == 0
+    out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert torch.isfinite(out.loss)

@@ -43,7 +43,8 @@ def collate(samples: list[DecodedSample], processor, sample_rate: int) -> Batch:
     input_values = torch.from_numpy(np.asarray(features["input_values"], dtype=np.float32))
     attention_mask = torch.from_numpy(np.asarray(features["attention_mask"], dtype=np.int64))
     ids = processor.tokenizer([s.text for s in samples])["input_ids"]
-    labels = torch.full((len(ids), max((len(x) for x in ids), default=0)), LABEL_PAD, dtype=torch.int64)
+    width = max(1, max((len(x) for x in ids), default=0))  # >= 1: Wav2Vec2ForCTC calls labels.max()
+    labels = torch.full((len(ids), width), LABEL_PAD, dtype=torch.int64)
     for row, x in enumerate(ids):
         labels[row, :len(x)] = torch.tensor(x, dtype=torch.int64)
     return Batch(
