@@ -136,29 +136,45 @@ def test_eval_loader_sees_every_sample_exactly_once(shards, processor, world_siz
     assert len({len(loader) for loader in evals}) == 1
 
 
+def corrupt_member(folder, shard_number: int, sample_number: int) -> tuple[str, str]:
+    """Overwrites one KEY.flac member with garbage bytes; returns (shard name, key)."""
+    import io
+    shard = load_index(str(folder)).shards[shard_number]
+    victim = shard.samples[sample_number].key
+    path = folder / shard.name
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for m, data in members:
+            if m.name == f"{victim}.flac":
+                data = b"fLaC garbage, not audio" * 10
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    return shard.name, victim
+
+
 def test_corrupt_member_is_skipped_counted_and_logged(shards, processor, tmp_path, caplog):
     folder = tmp_path / "corrupt"
     shutil.copytree(shards, folder)
-    index = load_index(str(folder))
-    victim_shard = index.shards[2]
-    victim = victim_shard.samples[1].key
-    path = folder / victim_shard.name
-    members = []
-    with tarfile.open(path) as tar:
-        for m in tar.getmembers():
-            data = tar.extractfile(m).read()
-            members.append((m, b"fLaC garbage, not audio" * 10 if m.name == f"{victim}.flac" else data))
-    with tarfile.open(path, "w") as tar:
-        for m, data in members:
-            m.size = len(data)
-            import io
-            tar.addfile(m, io.BytesIO(data))
+    shard_name, victim = corrupt_member(folder, 2, 1)
     (loader,) = loaders(data_cfg(folder), processor, 1)
     with caplog.at_level(logging.WARNING, logger="asr_dist.data.loader"):
         keys = [k for b in take(loader) for k in b]
     assert sorted(keys) == sorted(set(all_keys(folder)) - {victim})
     assert loader.metrics()["data/skipped_samples"] == 1.0
-    assert any(victim in r.getMessage() and victim_shard.name in r.getMessage() for r in caplog.records)
+    assert any(victim in r.getMessage() and shard_name in r.getMessage() for r in caplog.records)
+
+
+def test_a_batch_of_only_corrupt_members_keeps_its_step(shards, processor, tmp_path):
+    folder = tmp_path / "corrupt1"
+    shutil.copytree(shards, folder)
+    _, victim = corrupt_member(folder, 0, 0)
+    (loader,) = loaders(data_cfg(folder, max_batch_samples=1), processor, 1)
+    planned = len(loader)
+    batches = list(loader)
+    assert len(batches) == planned == len(all_keys(folder))
+    assert sorted(k for b in batches for k in b["keys"]) == sorted(set(all_keys(folder)) - {victim})
+    assert sum(1 for b in batches if not b["keys"]) == 1
 
 
 def test_missing_shard_is_an_error_naming_it_unless_tolerated(shards, processor, tmp_path, caplog):

@@ -22,7 +22,7 @@ class Batch(TypedDict):
     input_values: torch.Tensor  # float32 [B, T], normalized, zero padded
     attention_mask: torch.Tensor  # int64 [B, T], 1 on real audio
     labels: torch.Tensor  # int64 [B, L], padded with -100
-    keys: list[str]  # one per row; empty only for loader.silence_batch (all samples lost, tolerated)
+    keys: list[str]  # one per row; empty only in loader.silence_batch (every sample of the batch lost)
     meta: list[dict]  # per sample: text, speaker, duration, shard, ... (KEY.json plus the shard name)
     audio_seconds: float  # real audio in the batch
     padded_seconds: float  # B x T / sample_rate

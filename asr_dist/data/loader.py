@@ -158,17 +158,16 @@ class _PlannedBatchStream(IterableDataset):
                 wave = self.augmenter(wave, epoch=self.epoch, key=s.key)
             meta = {**meta, "shard": shard}
             samples.append(DecodedSample(s.key, wave, info.text, meta))
-        if not samples:
-            if not self.tolerate:
-                raise ShardReadError(f"every sample of a planned batch is unreadable: {skipped}")
+        if not samples:  # e.g. a one-sample batch whose member is corrupt: keep the step, without data
             return j, silence_batch(self.processor, self.sample_rate), skipped
         return j, collate(samples, self.processor, self.sample_rate), skipped
 
 
 def silence_batch(processor, sample_rate: int) -> Batch:
-    """Stands in for a batch whose every sample was lost (data.tolerate_missing_shards): one second of
-    silence with an empty transcript and no keys. Every rank still runs the same steps (a skipped
-    step would hang the others' collectives), and CTC on silence with no target only teaches blanks."""
+    """Stands in for a planned batch whose every sample was lost (corrupt members, or a shard left out
+    under data.tolerate_missing_shards): one second of silence, an empty transcript and no keys.
+    Every rank still runs the same steps (a skipped step would hang the others' collectives), and
+    CTC on silence with no target only teaches blanks."""
     batch = collate([DecodedSample("", np.zeros(sample_rate, np.float32), "", {})], processor, sample_rate)
     batch.update(keys=[], meta=[], audio_seconds=0.0)
     return batch
