@@ -56,7 +56,8 @@ class DataConfig:
     max_batch_samples: int = 32
     min_duration: float = 0.0  # seconds; shorter samples are left out of the plan
     max_duration: float = 30.0
-    bucket_shards: int = 8  # shards per shuffle/bucketing window (reads stay sequential)
+    bucket_shards: int = 8  # shards per shuffle/bucketing window (reads stay sequential); each DataLoader worker
+    # holds its share of a window's FLAC bytes: about bucket_shards x shard size / (world_size x num_workers)
     megabatch_factor: int = 50  # samples sorted by duration together = megabatch_factor x max_batch_samples
     longest_first: bool = False  # put the longest batch first so that an OOM shows at step 1
     num_workers: int = 2
@@ -407,6 +408,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, key)
     if origin is Literal:
+        if isinstance(value, bool) and ("yes" if value else "no") in args:  # YAML 1.1 reads `no` as false
+            value = "yes" if value else "no"
         if value not in args:
             raise ConfigError(f"{key} = {value!r} is not allowed; choose one of: {', '.join(map(str, args))}")
         return value

@@ -144,7 +144,7 @@ class _PlannedBatchStream(IterableDataset):
             try:
                 if s.key in skipped_in_window:
                     raise ValueError(skipped_in_window[s.key])
-                parts = members.get(s.key, {})
+                parts = members.pop(s.key, {})  # each key is used once: free its bytes as we go
                 if "flac" not in parts:
                     raise ValueError("no .flac member in the shard")
                 wave = decode_flac(parts["flac"], self.sample_rate)
