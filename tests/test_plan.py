@@ -84,6 +84,15 @@ def test_padding_is_small_on_tts_like_durations():
     audio = sum(b.audio_seconds for b in batches)
     padded = sum(b.padded_seconds for b in batches)
     assert (padded - audio) / audio < 0.05
+    # HF's group_by_length (LengthGroupedSampler) with the same mean batch size pads more on the same durations
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+    durations = [s.duration for shard in index.shards for s in shard.samples]
+    size = round(len(durations) / len(batches))
+    order = list(LengthGroupedSampler(size, lengths=durations, generator=torch.Generator().manual_seed(0)))
+    hf = [[durations[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+    hf_padding = sum(len(b) * max(b) - sum(b) for b in hf) / sum(durations)
+    assert (padded - audio) / audio < hf_padding
 
 
 def test_duration_filter_leaves_samples_out():
