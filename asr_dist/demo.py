@@ -1,0 +1,209 @@
+"""`make demo`: the whole product, offline, end to end, on a 2-core machine in about 15 minutes.
+
+The story:
+  1. synthesize two domains of English speech: a *source* domain (espeak-ng's many accents and voices, clean)
+     and a *new* domain (flite and festival voices the base model never heard, with added noise);
+  2. write both to WebDataset shards (vocabulary from the source training transcripts);
+  3. stage (a): train a small wav2vec2-CTC base model on the source domain
+     (`accelerate launch`, 2 processes, DeepSpeed ZeRO-2, gradient accumulation);
+  4. stage (b): fine-tune it on the new domain with partial freezing and an exponential-decay schedule; halfway
+     through, the demo SIGKILLs the job and resumes it from its sharded checkpoint;
+  5. train the same model from scratch on the new domain for the same number of steps, for comparison;
+  6. export, transcribe a few files with `transformers.pipeline`, and print the results table.
+
+Every step is an ordinary `asr-dist` / `accelerate launch` command, printed before it runs, so the demo doubles as
+a recipe. Stages whose outputs already exist are reused (delete runs/demo to start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class DemoPlan:
+    """Sizes and steps, chosen so the whole demo fits in about 15 minutes on 2 cores."""
+
+    out: Path = ROOT / "runs" / "demo"
+    seed: int = 0
+    source_hours: float = 1.5
+    new_hours: float = 0.4
+    base_steps: int = 1200
+    finetune_steps: int = 300
+    kill_at_step: int = 150
+    accelerate_config: str = "configs/accelerate/deepspeed_zero2.yaml"
+    train_config: str = "configs/train/demo.yaml"
+
+
+def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    print(f"\n$ {shlex.join(cmd)}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=True, **kw)
+
+
+def accelerate_train(plan: DemoPlan, overrides: list[str]) -> list[str]:
+    return [str(BIN / "accelerate"), "launch", "--config_file", plan.accelerate_config, "-m", "asr_dist.train",
+            "--config", plan.train_config, f"train.seed={plan.seed}", *overrides]
+
+
+def synthesize(plan: DemoPlan) -> tuple[Path, Path]:
+    corpus = plan.out / "corpus"
+    source, new = corpus / "source", corpus / "new"
+    if not (source / "train.jsonl").exists():
+        sh([str(BIN / "asr-dist"), "synth", str(source), "--hours", str(plan.source_hours), "--seed",
+            str(plan.seed), "--engines", "espeak", "--overwrite"])
+    if not (new / "train.jsonl").exists():
+        sh([str(BIN / "asr-dist"), "synth", str(new), "--hours", str(plan.new_hours), "--seed", str(plan.seed + 1),
+            "--engines", "flite,festival", "--noisy-fraction", "1.0", "--overwrite"])
+    return source, new
+
+
+def shard(plan: DemoPlan, source: Path, new: Path) -> Path:
+    shards = plan.out / "shards"
+    jobs = [(source / "train.jsonl", shards / "source-train", ["--processor"]),
+            (source / "dev.jsonl", shards / "source-dev", []),
+            (new / "train.jsonl", shards / "new-train", []),
+            (new / "dev.jsonl", shards / "new-dev", [])]
+    for manifest, folder, extra in jobs:
+        if not (folder / "index.json").exists():
+            sh([str(BIN / "asr-dist"), "prepare", str(manifest), str(folder), "--prefix", folder.name,
+                "--shard-mb", "20", *extra])
+    return shards
+
+
+def latest_step(run_dir: Path) -> int:
+    """Step of the newest complete checkpoint, read from the run's metrics log (0 when none)."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.exists():
+        return 0
+    name = pointer.read_text().strip()
+    return int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else 0
+
+
+def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
+    """Start a training job, SIGKILL its whole process group once a checkpoint past `kill_after_step` exists."""
+    print(f"\n$ {shlex.join(cmd)}   # will be killed with SIGKILL after its checkpoint at step {kill_after_step}",
+          flush=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    while proc.poll() is None:
+        if latest_step(run_dir) >= kill_after_step:
+            time.sleep(3)  # let it run on past the checkpoint: the work after it is lost and must be redone
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            print(f"\n*** demo: killed the training job (SIGKILL) after step {latest_step(run_dir)} was saved ***",
+                  flush=True)
+            return latest_step(run_dir)
+        time.sleep(0.5)
+    raise SystemExit(f"training finished before the demo could kill it (exit code {proc.returncode})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="asr-dist demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps of everything (for smoke tests)")
+    args = parser.parse_args(argv)
+    plan = DemoPlan()
+    if args.quick:
+        plan = DemoPlan(out=ROOT / "runs" / "demo-quick", source_hours=0.1, new_hours=0.05, base_steps=20,
+                        finetune_steps=12, kill_at_step=6)
+    started = time.time()
+    source, new = synthesize(plan)
+    shards = shard(plan, source, new)
+    processor = shards / "source-train" / "processor"
+    common = [f"data.processor={processor}", f"checkpoint.every_steps={plan.kill_at_step}"]
+
+    # stage (a): base model on the source domain
+    base = plan.out / "base"
+    if not (base / "export" / "config.json").exists():
+        sh(accelerate_train(plan, [*common, f"train.run_dir={base}", f"train.max_steps={plan.base_steps}",
+                                   f"data.train_shards={shards / 'source-train'}",
+                                   f"data.eval_shards={shards / 'source-dev'}", "train.resume=none"]))
+
+    # stage (b): fine-tune on the new domain, killed halfway and resumed
+    finetune = plan.out / "finetune"
+    new_domain = [f"data.train_shards={shards / 'new-train'}", f"data.eval_shards={shards / 'new-dev'}",
+                  f"train.max_steps={plan.finetune_steps}", "eval.subset_field=speaker"]
+    finetune_cmd = accelerate_train(plan, [*common, *new_domain, f"train.run_dir={finetune}",
+                                           f"model.pretrained={base / 'export'}", "schedule.name=exponential",
+                                           "freezing.feature_encoder=true", "freezing.lower_layers=1"])
+    resumed_from = 0
+    if not (finetune / "export" / "config.json").exists():
+        if latest_step(finetune) < plan.kill_at_step:
+            resumed_from = run_with_kill([*finetune_cmd, "train.resume=none"], finetune, plan.kill_at_step)
+        else:
+            resumed_from = latest_step(finetune)
+        sh([*finetune_cmd, "train.resume=auto"])
+
+    # the same model from scratch on the new domain, same steps
+    scratch = plan.out / "scratch"
+    if not (scratch / "export" / "config.json").exists():
+        sh(accelerate_train(plan, [*common, *new_domain, f"train.run_dir={scratch}", "train.resume=none"]))
+
+    # before fine-tuning: the base model on the new domain
+    before = plan.out / "base-on-new.json"
+    if not before.exists():
+        sh([str(BIN / "asr-dist"), "evaluate", str(base / "export"), str(shards / "new-dev"), "--json", str(before)])
+
+    dev_files = [json.loads(line)["audio"] for line in (new / "dev.jsonl").read_text().splitlines()[:3]]
+    sh([str(BIN / "asr-dist"), "transcribe", str(finetune / "export"), *[str(new / f) for f in dev_files]])
+
+    from asr_dist.report import write_report
+
+    for run in (base, finetune, scratch):
+        write_report(run)
+    print_summary(plan, before, base, finetune, scratch, resumed_from, time.time() - started)
+    return 0
+
+
+def _final_eval(run_dir: Path) -> dict:
+    path = run_dir / "eval.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _throughput(run_dir: Path) -> tuple[float, float]:
+    """Median audio seconds per second and mean padding fraction over the run's training log."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    speeds = sorted(r["audio_sec_per_sec"] for r in rows if "audio_sec_per_sec" in r)
+    pads = [r["padding_fraction"] for r in rows if "padding_fraction" in r]
+    return (speeds[len(speeds) // 2] if speeds else float("nan"), sum(pads) / len(pads) if pads else float("nan"))
+
+
+def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path, resumed_from: int,
+                  wall: float) -> None:
+    before_eval = json.loads(before.read_text())
+    rows = [("base model, source dev", _final_eval(base)),
+            ("base model, new-domain dev (before fine-tuning)", before_eval),
+            ("fine-tuned, new-domain dev", _final_eval(finetune)),
+            ("from scratch, new-domain dev (same steps)", _final_eval(scratch))]
+    print("\n" + "=" * 78)
+    print(f"{'model / eval set':<50} {'WER':>8} {'CER':>8}")
+    for name, ev in rows:
+        print(f"{name:<50} {ev.get('wer', float('nan')):>8.3f} {ev.get('cer', float('nan')):>8.3f}")
+    print("\nper voice (new-domain dev):")
+    print(f"{'voice':<30} {'before WER':>10} {'fine-tuned WER':>15} {'scratch WER':>12}")
+    subsets = sorted(_final_eval(finetune).get("subsets", {}))
+    for voice in subsets:
+        cells = [ev.get("subsets", {}).get(voice, {}).get("wer", float("nan"))
+                 for ev in (before_eval, _final_eval(finetune), _final_eval(scratch))]
+        print(f"{voice:<30} {cells[0]:>10.3f} {cells[1]:>15.3f} {cells[2]:>12.3f}")
+    print("\ntraining:")
+    for name, run in (("base", base), ("fine-tune", finetune), ("scratch", scratch)):
+        speed, pad = _throughput(run)
+        print(f"  {name:<10} {speed:8.1f} audio s/s   padding {pad:6.1%}")
+    print(f"  fine-tune killed with SIGKILL and resumed from step {resumed_from}")
+    print(f"\nreports: {base}/report.md, {finetune}/report.md, {scratch}/report.md")
+    print(f"demo wall time: {wall / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
