@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+import warnings
 from pathlib import Path
 
 import torch
@@ -99,7 +99,8 @@ def build_accelerator(cfg: Config, ds_config: dict | None):
 
     on_gpu = torch.cuda.is_available()
     common = dict(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum,
-                  step_scheduler_with_optimizer=False, project_dir=cfg.train.run_dir)
+                  step_scheduler_with_optimizer=False, project_dir=cfg.train.run_dir,
+                  log_with="tensorboard")  # metrics.MetricsLogger starts the tracker (run_dir/tensorboard/)
     if ds_config is None:
         # Unused parameters: layerdrop skips layers; EncoderFreeze runs the encoder without autograd.
         unused = cfg.model.layerdrop > 0 or cfg.freezing.encoder_updates > 0
@@ -224,7 +225,11 @@ class Trainer:
                         "(%d so far)", self.step, grad_norm, self.skipped_updates)
         lrs = self.learning_rates()
         self.step += 1
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # torch warns when the optimizer's own step() was not called: DeepSpeed steps inside backward()
+            # and a skipped update has no step; the schedule follows the update count either way.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step()`")
+            self.scheduler.step()
         self.audio_seconds_seen += audio_s
         self.samples_seen += int(samples)
         return {"loss": totals[0] / max(tokens, 1.0), "grad_norm": grad_norm, "skipped": bool(skipped),
@@ -314,6 +319,8 @@ def run(cfg: Config) -> dict:
     trainer = Trainer(cfg, accelerator, model, optimizer, encoder_freeze,
                       use_attention_mask=bool(getattr(processor.feature_extractor, "return_attention_mask", True)),
                       blank_id=processor.tokenizer.pad_token_id)
+    log.info("weights in %s, inputs cast to %s", next(accelerator.unwrap_model(model).parameters()).dtype,
+             trainer.input_dtype)
 
     checkpoints = CheckpointManager(accelerator, run_dir, cfg.checkpoint, config=cfg, model=model,
                                     processor=processor)
