@@ -26,6 +26,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 PLOT_DIR = "report"
 SMOOTH_WINDOW = 9  # points in the running median drawn over noisy per-step curves
@@ -40,8 +41,8 @@ class RunMetrics:
 
     series: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     resumed_at: list[int] = field(default_factory=list)  # first step logged by each restarted process
-    wall_seconds: float | None = None  # first to last "time" logged, downtime between processes included
-    train_seconds: float | None = None  # the processes' own logging time ("elapsed"), summed
+    wall_seconds: float | None = None  # first process's start to the last line, downtime between processes included
+    train_seconds: float | None = None  # the processes' own running time ("elapsed" at their last line), summed
     last_record: dict[str, Any] = field(default_factory=dict)
     last_examples: list[dict] = field(default_factory=list)  # reference/hypothesis pairs of the last eval line
 
@@ -71,7 +72,7 @@ def read_metrics(path: Path) -> RunMetrics:
     by_key: dict[str, dict[int, float]] = {}
     resumed_at: list[int] = []
     times: list[float] = []
-    train_seconds = 0.0
+    train_seconds = first_elapsed = 0.0
     last_step = last_elapsed = None
     last_record: dict[str, Any] = {}
     last_examples: list[dict] = []
@@ -93,6 +94,8 @@ def read_metrics(path: Path) -> RunMetrics:
             train_seconds += last_elapsed or 0.0
         last_step, last_elapsed = step, elapsed if elapsed is not None else last_elapsed
         if isinstance(record.get("time"), (int, float)):
+            if not times and elapsed is not None:
+                first_elapsed = elapsed  # the first line came this long after its process started
             times.append(float(record["time"]))
         last_record = record
         if isinstance(record.get("examples"), list):
@@ -103,7 +106,7 @@ def read_metrics(path: Path) -> RunMetrics:
             if math.isfinite(value):
                 by_key.setdefault(ALIASES.get(key, key), {})[step] = float(value)
     series = {k: (sorted(v), [v[s] for s in sorted(v)]) for k, v in by_key.items()}
-    wall = max(times) - min(times) if len(times) > 1 else None
+    wall = max(times) - min(times) + first_elapsed if len(times) > 1 else None
     trained = train_seconds + last_elapsed if last_elapsed is not None else None
     return RunMetrics(series, resumed_at, wall, trained, last_record, last_examples)
 
@@ -181,6 +184,7 @@ def _mark_resumes(ax, metrics: RunMetrics) -> None:
 def _finish(fig, ax, path: Path, title: str, ylabel: str) -> Path:
     ax.set_title(title)
     ax.set_xlabel("optimizer step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -198,24 +202,32 @@ def _wide_range(values: list[float]) -> bool:
 
 
 def plot_loss(metrics: RunMetrics, out_dir: Path) -> Path | None:
+    """Train loss (the logged step faint; the mean over each logging window, or a running median, bold) and
+    eval loss."""
     if not metrics.has("loss") and not metrics.has("eval/loss"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     if metrics.has("loss"):
         steps, values = metrics.series["loss"]
-        smooth = _smooth(values)
-        ax.plot(steps, values, color="tab:blue", alpha=0.3 if smooth is not values else 1.0, linewidth=1,
-                label="train loss (per logged step)")
-        if smooth is not values:
-            ax.plot(steps, smooth, color="tab:blue", linewidth=2, label=f"train loss (running median of {SMOOTH_WINDOW})")
+        if metrics.has("loss_avg"):
+            ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1, label="train loss at the logged step")
+            avg_steps, avg_values = metrics.series["loss_avg"]
+            ax.plot(avg_steps, avg_values, color="tab:blue", linewidth=2, label="train loss, mean since the previous log")
+        elif len(_smooth(values)) and _smooth(values) is not values:
+            ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1, label="train loss (per logged step)")
+            ax.plot(steps, _smooth(values), color="tab:blue", linewidth=2,
+                    label=f"train loss (running median of {SMOOTH_WINDOW})")
+        else:
+            ax.plot(steps, values, color="tab:blue", linewidth=1.5, label="train loss")
     if metrics.has("eval/loss"):
         steps, values = metrics.series["eval/loss"]
         ax.plot(steps, values, "o-", color="tab:orange", label="eval loss")
-    all_values = metrics.series.get("loss", ([], []))[1] + metrics.series.get("eval/loss", ([], []))[1]
-    if _wide_range(all_values):
+    all_values = [v for k in ("loss", "loss_avg", "eval/loss") for v in metrics.series.get(k, ([], []))[1]]
+    log = _wide_range(all_values)
+    if log:
         ax.set_yscale("log")
     _mark_resumes(ax, metrics)
-    return _finish(fig, ax, out_dir / "loss.png", "CTC loss", "loss per target token" + (" (log scale)" if _wide_range(all_values) else ""))
+    return _finish(fig, ax, out_dir / "loss.png", "CTC loss", "loss per target token" + (" (log scale)" if log else ""))
 
 
 def plot_learning_rate(metrics: RunMetrics, out_dir: Path) -> Path | None:
@@ -335,11 +347,12 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tupl
     rows = [
         ("optimizer steps", _fmt(max(steps) if steps else None)),
         ("epochs", _fmt(metrics.last("epoch") if metrics.has("epoch") else metrics.last_record.get("epoch"))),
-        ("wall time (first to last log line)", _duration(metrics.wall_seconds)),
-        ("training time (summed over restarts)", _duration(metrics.train_seconds)),
+        ("training time" + (" (summed over restarts)" if metrics.resumed_at else ""),
+         _duration(metrics.train_seconds if metrics.train_seconds is not None else metrics.wall_seconds)),
         ("resumes", f"{len(metrics.resumed_at)}" + (f" (continuing at step {', '.join(map(str, metrics.resumed_at))})"
                                                     if metrics.resumed_at else "")),
-        ("final train loss", _fmt(metrics.last("loss"))),
+        ("final train loss" + (" (mean over the last log window)" if metrics.has("loss_avg") else ""),
+         _fmt(metrics.last("loss_avg") if metrics.has("loss_avg") else metrics.last("loss"))),
         ("final eval WER", _fmt(eval_result.get("wer"), "pct")),
         ("final eval CER", _fmt(eval_result.get("cer"), "pct")),
         ("final eval loss", _fmt(eval_result.get("loss"))),
@@ -347,6 +360,8 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tupl
         ("mean padding fraction", _fmt(_mean(metrics, "padding_fraction"), "pct")),
         ("mean share of time waiting for data", _fmt(_mean(metrics, "data_wait_fraction"), "pct")),
     ]
+    if metrics.resumed_at:
+        rows.insert(3, ("wall time (downtime between restarts included)", _duration(metrics.wall_seconds)))
     skipped_key = next((k for k in ("skipped_total", "skipped_updates", "skipped") if metrics.has(k)), None)
     if skipped_key:
         values = metrics.series[skipped_key][1]
@@ -458,6 +473,7 @@ def write_comparison(runs: dict[str, str | Path] | list[str | Path], out_dir: st
     right.set(title="Eval error rates", xlabel="optimizer step", ylabel="error rate (%)")
     right.set_ylim(bottom=0)
     for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize="small")

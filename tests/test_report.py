@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from asr_dist.evaluate import score
 from asr_dist.metrics import MetricsLogger
 from asr_dist.report import main, read_metrics, write_report
 
+REPO = Path(__file__).resolve().parents[1]
 MAX_STEPS = 200
 LOG_EVERY = 10
 EVAL_EVERY = 50
@@ -35,8 +39,9 @@ FINAL = score([{"key": f"dev-{i:06d}", "ref": ref, "hyp": hyp, "subset": voice, 
 
 def _train_scalars(step: int, rng: random.Random) -> dict:
     warmup = min(step / 20, 1.0)
+    loss = 3.0 * math.exp(-step / 60) + 0.4
     return {
-        "loss": (3.0 * math.exp(-step / 60) + 0.4) * (1 + 0.05 * rng.uniform(-1, 1)),
+        "loss": loss * (1 + 0.05 * rng.uniform(-1, 1)), "loss_avg": loss * (1 + 0.01 * rng.uniform(-1, 1)),
         "lr/head": 1e-3 * warmup * 0.98 ** max(step - 20, 0),
         "lr/encoder": 1e-4 * warmup * 0.98 ** max(step - 20, 0),
         "grad_norm": 2.0 * math.exp(-step / 100) + 0.3,
@@ -196,3 +201,28 @@ def test_comparison_puts_the_runs_side_by_side(run_dir, tmp_path_factory):
     image = imread(out / "comparison.png")
     assert image.shape[1] >= 1000
     assert (run_dir / "report.md").is_file() and (scratch_dir / "report.md").is_file()
+
+
+def test_report_on_a_real_training_run(tiny_shards, tmp_path):
+    """`asr-dist train` on the tiny corpus (one process), then `asr-dist report`: the report states the
+    numbers the trainer itself saved, and draws its curves."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "asr_dist.train", "--config", str(REPO / "configs" / "train" / "tiny.yaml"),
+           f"data.train_shards={tiny_shards.train}", f"data.eval_shards={tiny_shards.dev}", f"train.run_dir={run_dir}",
+           "train.max_steps=6", "train.log_every=2", "eval.every_steps=3", "checkpoint.every_steps=0",
+           "optimizer.encoder_lr=0.0005"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"training failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    saved = json.loads((run_dir / "eval.json").read_text())
+
+    assert main([str(run_dir)]) == 0
+    text = (run_dir / "report.md").read_text()
+    assert f"| **all** | **{100 * saved['wer']:.2f}%** | **{100 * saved['cer']:.2f}%** | {saved['num_samples']} |" in text
+    for name, subset in saved["subsets"].items():
+        assert f"| {name} | {100 * subset['wer']:.2f}% | {100 * subset['cer']:.2f}% | {subset['num_samples']} |" in text
+    assert "| optimizer steps | 6 |" in text and "| resumes | 0 |" in text
+    metrics = read_metrics(run_dir / "metrics.jsonl")
+    assert metrics.keys("lr/") == ["lr/encoder", "lr/head"]
+    assert metrics.series["eval/wer"][0] == [3, 6]
+    for name in ("loss", "learning_rate", "error_rates", "throughput"):
+        assert imread(run_dir / "report" / f"{name}.png").shape[1] >= 600
