@@ -32,7 +32,9 @@ VOCAB = ["<pad>", "<s>", "</s>", "<unk>", "|", "A", "B", "C", "D", "E"]
 
 def tiny_processor(folder: Path, vocab: list[str] = VOCAB) -> transformers.Wav2Vec2Processor:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    tmp = folder / f".vocab-{os.getpid()}.json"  # every rank writes it: replace atomically
+    tmp.write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    os.replace(tmp, folder / "vocab.json")
     tokenizer = transformers.Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="<unk>", pad_token="<pad>",
                                                   word_delimiter_token="|")
     features = transformers.Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
@@ -166,8 +168,18 @@ class TinyRun:
         state = self.accelerator.get_state_dict(self.model)  # None on ranks > 0 under ZeRO-3
         return {k: v.float().clone() for k, v in (state or {}).items()}
 
-    def dump(self, file: Path) -> None:
-        state = self.weights()
+    def moments(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Full Adam moments per trainable parameter under DeepSpeed (collective: every rank calls)."""
+        from deepspeed.utils import safe_get_full_optimizer_state
+
+        module = self.accelerator.unwrap_model(self.model)
+        return {name: {key: safe_get_full_optimizer_state(p, key).float().clone() for key in ("exp_avg", "exp_avg_sq")}
+                for name, p in module.named_parameters() if p.requires_grad}
+
+    def dump(self, file: Path, with_moments: bool = False) -> None:
+        state = {"weights": self.weights()}
+        if with_moments:
+            state["moments"] = self.moments()
         if self.accelerator.is_main_process:
             torch.save(state, file)
         self.accelerator.wait_for_everyone()
@@ -201,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = GracefulStop().install()
     start = run.resume(args.resume)
     if start and args.dump_loaded:
-        run.dump(args.run_dir / "loaded.pt")
-        print("lr after load", [g["lr"] for g in run.optimizer.param_groups], "scheduler", run.scheduler.state_dict(),
-              flush=True)
+        run.dump(args.run_dir / "loaded.pt", with_moments=args.backend.startswith("zero"))
     print(f"rank {run.accelerator.process_index} pid {os.getpid()} starts at step {start}", flush=True)
     code = run.train(args.steps, stop, args.step_sleep)
     if code == 0:
