@@ -259,6 +259,15 @@ class Trainer:
 # ----------------------------------------------------------------------------- run
 
 
+def peak_memory_mb() -> float:
+    """This process's peak memory: GPU memory allocated by torch on CUDA, resident set size on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def processor_path(cfg: Config) -> Path:
     return Path(cfg.data.processor) if cfg.data.processor else Path(cfg.data.train_shards) / "processor"
 
@@ -275,10 +284,11 @@ def run(cfg: Config) -> dict:
 
     Keys: steps, skipped_updates, losses (this process's run, per update), final_loss, eval (final
     scores or None), stopped (graceful stop), exit_code (0, or stop.REQUEUE_EXIT_CODE after a graceful
-    stop: the caller exits with it so that Slurm/submitit requeue), run_dir, export_dir.
-    Files in train.run_dir: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, eval.json, export/.
+    stop: the caller exits with it so that Slurm/submitit requeue), run_dir, export_dir, peak_memory_mb
+    (one per rank). Files in train.run_dir: config.yaml, metrics.jsonl, tensorboard/, checkpoints/,
+    eval.json, export/, summary.json (this dict without losses and eval).
     """
-    from accelerate.utils import set_seed
+    from accelerate.utils import gather_object, set_seed
 
     from asr_dist.checkpoint import CheckpointManager
     from asr_dist.data.loader import build_eval_loader, build_train_loader
@@ -400,6 +410,10 @@ def run(cfg: Config) -> dict:
         if cfg.checkpoint.every_steps and last_saved != trainer.step:
             checkpoints.save(trainer.step, extra_state, {"wer": final.wer} if final else None)
         result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
+    result["peak_memory_mb"] = gather_object([peak_memory_mb()])  # one per rank (collective)
+    if accelerator.is_main_process:
+        summary = {k: v for k, v in result.items() if k not in ("losses", "eval")}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     metrics.close()
     accelerator.wait_for_everyone()
     accelerator.end_training()

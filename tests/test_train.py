@@ -37,12 +37,21 @@ PERMANENTLY_FROZEN = ("wav2vec2.feature_extractor.", "wav2vec2.feature_projectio
                       "wav2vec2.encoder.layer_norm.", "wav2vec2.encoder.layers.0.")
 
 
+# DeepSpeed on CPU occasionally aborts a rank while the process exits, after all work is done (shared facts:
+# about 1 ZeRO-3 run in 50). Such a run counts as finished when its outputs are complete; anything else fails.
+EXIT_ABORT = "terminate called without an active exception"
+
+
 def launch(backend: str, run_dir: Path, shards, overrides: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "configs" / "accelerate" / ACCELERATE_CONFIGS[backend]), "-m", "asr_dist.train",
            "--config", TINY, f"data.train_shards={shards.train}", f"data.eval_shards={shards.dev}",
            f"train.run_dir={run_dir}", *overrides]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    finished = (run_dir / "export" / "config.json").is_file() and (run_dir / "eval.json").is_file()
+    if proc.returncode != 0 and finished and EXIT_ABORT in proc.stdout + proc.stderr:
+        proc.returncode = 0
+    return proc
 
 
 def train_rows(run_dir: Path) -> list[dict]:

@@ -1,0 +1,182 @@
+"""Training throughput of asr_dist against the Hugging Face CTC recipe, and peak memory per rank by backend.
+
+1. Throughput. The same model (configs/train/demo.yaml's, built by asr_dist.model.build_model with the same
+   seed), the same shards (espeak speech from `asr-dist synth`, or --shards DIR), the same number of epochs,
+   both as 2-process DDP (`accelerate launch`) with the same precision:
+     asr_dist   `accelerate launch -m asr_dist.train`: batches cut by padded seconds from its epoch plan,
+                streamed from the shards, global-token CTC;
+     HF recipe  benchmarks/hf_recipe_ctc.py: Trainer + DataCollatorCTCWithPadding + group_by_length with a
+                fixed number of samples per batch, chosen so that a batch holds as much real audio on average
+                as asr_dist's (so both do the same work per step).
+   Reported: audio seconds trained per wall second (all ranks), padding fraction, and the ratio. Each side is
+   run twice, in bf16 autocast and in fp32 (the recipe's own default on a CPU, where its --fp16 does not apply).
+2. Memory. A wav2vec2-base-sized Transformer (768 x 12 layers, ~90 M parameters; narrow CNN so that it runs
+   here) for a few updates under DDP, ZeRO-2 and ZeRO-3: peak memory of each rank (resident set on CPU,
+   torch's allocated peak on GPU), from the run's summary.json. Sharding the optimizer state (ZeRO-2) and the
+   weights (ZeRO-3) should show as less memory per rank.
+
+    .venv/bin/python benchmarks/train_throughput.py [--quick] [--shards DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+PY = sys.executable
+DEMO = str(REPO / "configs" / "train" / "demo.yaml")
+ACCELERATE = {"ddp": "cpu_ddp_2proc.yaml", "zero2": "deepspeed_zero2.yaml", "zero3": "deepspeed_zero3.yaml"}
+LARGE_MODEL = ["model.hidden_size=768", "model.num_hidden_layers=12", "model.num_attention_heads=12",
+               "model.intermediate_size=3072", "model.num_conv_pos_embeddings=128",
+               "model.num_conv_pos_embedding_groups=16"]
+
+
+def accelerate_launch(backend: str, args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    cmd = [PY, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "configs" / "accelerate" /
+                                                                        ACCELERATE[backend]), *args]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_shards(out: Path, hours: float) -> Path:
+    """espeak-ng speech of one-sentence utterances (1.5-7 s), sharded with a processor."""
+    from asr_dist.corpus.readers import read_manifest
+    from asr_dist.corpus.synth import synthesize
+    from asr_dist.shards.prepare import write_shards
+
+    synthesize(out / "corpus", hours=hours, seed=0, engines=("espeak",), dev_fraction=0.0)
+    write_shards(read_manifest(out / "corpus" / "train.jsonl"), out / "shards", prefix="train",
+                 target_shard_mb=20.0, num_workers=2, write_processor=True)
+    return out / "shards"
+
+
+def mean_duration(shards: Path) -> tuple[float, float]:
+    index = json.loads((shards / "index.json").read_text())
+    durations = [s["duration"] for shard in index["shards"] for s in shard["samples"]]
+    return statistics.mean(durations), sum(durations)
+
+
+# ----------------------------------------------------------------------------- 1. throughput
+
+
+def asr_dist_throughput(shards: Path, work: Path, epochs: int, batch_seconds: float, precision: str) -> dict:
+    run_dir = work / f"asr_dist_{precision}"
+    accelerate_launch("ddp", ["-m", "asr_dist.train", "--config", DEMO, f"data.train_shards={shards}",
+                              "data.eval_shards=", f"data.max_batch_seconds={batch_seconds}",
+                              "data.max_batch_samples=64", f"data.max_duration={min(batch_seconds, 30.0)}",
+                              f"train.max_epochs={epochs}", "train.max_steps=1000000", "train.grad_accum=1",
+                              f"train.mixed_precision={precision}", "train.log_every=1", "train.resume=none",
+                              "checkpoint.every_steps=0", "eval.every_steps=0", f"train.run_dir={run_dir}"],
+                      timeout=1800)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["kind"] == "train"]
+    audio = sum(r["audio_seconds"] for r in rows)
+    padded = sum(r["padded_seconds"] for r in rows)
+    return {"audio_sec_per_sec": audio / rows[-1]["elapsed"], "padding_fraction": 1 - audio / padded,
+            "steps": len(rows), "audio_seconds": audio, "wall_s": rows[-1]["elapsed"],
+            "samples_per_step": sum(r["samples"] for r in rows) / len(rows)}
+
+
+def hf_recipe_throughput(shards: Path, work: Path, epochs: int, batch_size: int, precision: str) -> dict:
+    out = work / f"hf_{precision}"
+    accelerate_launch("ddp", [str(BENCH_DIR / "hf_recipe_ctc.py"), str(out), DEMO, str(batch_size), str(epochs),
+                              f"data.train_shards={shards}", "train.grad_accum=1",
+                              f"train.mixed_precision={precision}"], timeout=1800)
+    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("hf-rank-*.json"))]
+    audio = sum(r["audio_seconds"] for r in ranks)
+    padded = sum(r["padded_seconds"] for r in ranks)
+    wall = max(r["train_runtime"] for r in ranks)
+    return {"audio_sec_per_sec": audio / wall, "padding_fraction": 1 - audio / padded, "steps": ranks[0]["steps"],
+            "audio_seconds": audio, "wall_s": wall, "samples_per_step": batch_size * len(ranks)}
+
+
+# ----------------------------------------------------------------------------- 2. memory
+
+
+def peak_memory(shards: Path, work: Path, backend: str, steps: int) -> list[float]:
+    run_dir = work / f"memory_{backend}"
+    accelerate_launch(backend, ["-m", "asr_dist.train", "--config", DEMO, *LARGE_MODEL, f"data.train_shards={shards}",
+                                "data.eval_shards=", "data.max_batch_seconds=8", "data.max_batch_samples=2",
+                                "data.max_duration=8", f"train.max_steps={steps}", "train.grad_accum=1",
+                                "train.mixed_precision=no", "train.resume=none", "checkpoint.every_steps=0",
+                                "eval.every_steps=0", "schedule.name=constant", f"train.run_dir={run_dir}"],
+                      timeout=1800)
+    return json.loads((run_dir / "summary.json").read_text())["peak_memory_mb"]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def run(quick: bool = False, shards: str = "") -> dict:
+    work = Path(tempfile.mkdtemp(prefix="asr_dist_train_bench_"))
+    started = time.time()
+    if shards:
+        data = Path(shards)
+    else:
+        data = make_shards(work, hours=0.1 if quick else 0.3)
+    mean_s, total_s = mean_duration(data)
+    epochs = 2 if quick else 3
+    hf_batch = 8  # samples per device batch for the recipe
+    # the same real audio per batch on average: asr_dist cuts batches by padded seconds (~5% padding)
+    batch_seconds = round(hf_batch * mean_s / 0.95, 1)
+    results: dict = {"data": {"hours": total_s / 3600, "utterances_mean_s": mean_s, "epochs": epochs,
+                              "hf_batch_samples": hf_batch, "asr_dist_batch_seconds": batch_seconds,
+                              "processes": 2, "load_average_start": os.getloadavg()[0]}}
+    for precision in ("bf16", "no"):
+        ours = asr_dist_throughput(data, work, epochs, batch_seconds, precision)
+        theirs = hf_recipe_throughput(data, work, epochs, hf_batch, precision)
+        results[f"throughput_{precision}"] = {
+            "asr_dist": ours, "hf_recipe": theirs,
+            "ratio": ours["audio_sec_per_sec"] / theirs["audio_sec_per_sec"]}
+    results["ratio_bf16"] = results["throughput_bf16"]["ratio"]
+    results["ratio_fp32"] = results["throughput_no"]["ratio"]
+    results["ratio_ours_bf16_vs_recipe_default_fp32"] = (results["throughput_bf16"]["asr_dist"]["audio_sec_per_sec"]
+                                                        / results["throughput_no"]["hf_recipe"]["audio_sec_per_sec"])
+    steps = 3 if quick else 5
+    results["peak_memory_mb_per_rank"] = {backend: peak_memory(data, work, backend, steps)
+                                         for backend in ("ddp", "zero2", "zero3")}
+    results["memory_model"] = "hidden 768 x 12 layers, ffn 3072, conv_dim 64 x 7 (~86 M parameters), fp32 AdamW"
+    results["load_average_end"] = os.getloadavg()[0]
+    results["wall_s"] = time.time() - started
+    return results
+
+
+def print_table(r: dict) -> None:
+    print(f"\ndata: {r['data']['hours'] * 60:.1f} min of speech, {r['data']['epochs']} epochs, 2 processes (DDP)")
+    print(f"{'':<12}{'precision':<10}{'audio-s/s':>10}{'padding':>9}{'steps':>7}")
+    for precision in ("bf16", "no"):
+        t = r[f"throughput_{precision}"]
+        for name in ("asr_dist", "hf_recipe"):
+            x = t[name]
+            print(f"{name:<12}{precision:<10}{x['audio_sec_per_sec']:>10.1f}{x['padding_fraction']:>9.3f}{x['steps']:>7}")
+        print(f"{'ratio':<12}{precision:<10}{t['ratio']:>10.2f}")
+    print("\npeak memory per rank (MB):", json.dumps(r["peak_memory_mb_per_rank"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--shards", default="", help="an existing shard folder with processor/ (else synthesized)")
+    args = parser.parse_args(argv)
+    results = run(quick=args.quick, shards=args.shards)
+    print_table(results)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
