@@ -10,7 +10,10 @@ the resumed run has time to finish. The tests then check each job's outcome:
     usr2        `scancel --signal=USR2` mid-run -> save, requeue, resume at the saved step, finish
     time_limit  --time=1 (a real time limit; data read through a slow `pipe:` so that training outlasts the
                 first minute) -> USR2 from Slurm -> save, requeue, resume, finish
-    give_up     slurm.max_requeues=1, interrupted twice -> requeued once, then ends with a clear message
+    give_up     DeepSpeed ZeRO-2, slurm.max_requeues=1, interrupted twice -> requeued once, then ends with a
+                clear message
+    sbatch_template  slurm/train.sbatch (srun + accelerate launch), USR2 to the batch script -> forwarded to the
+                trainers -> save, requeue by the script, resume, finish
 
 "Lost no data" is checked step by step: the same seed and plan give every step of an interrupted run the
 same samples as the uninterrupted run, so the per-step sample counts and losses must match exactly (a lost
@@ -116,6 +119,39 @@ class Run:
         return self.proc.poll() is not None
 
 
+class SbatchRun:
+    """slurm/train.sbatch (srun + accelerate launch, no submitit) submitted with plain sbatch, on 1 node x 2."""
+
+    def __init__(self, name: str, root: Path, *overrides: str):
+        import os
+
+        self.name, self.run_dir, self.log = name, root / name, root / f"{name}.out"
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PROCS_PER_NODE": "2",
+               "ACCELERATE_CONFIG": str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml")}
+        done = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2",
+                               "--ntasks-per-node=1", "--time=10", f"--output={self.log}",
+                               str(ROOT / "slurm/train.sbatch"), str(ROOT / "configs/train/tiny.yaml"),
+                               f"train.run_dir={self.run_dir}", *overrides],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True)
+        self.job_id = done.stdout.strip().split(";")[0]
+        self.signals_sent = 0
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text() if self.log.is_file() else ""
+
+    def states(self) -> list[str]:
+        """One sacct line per run of the job (-D: requeued runs too), oldest first."""
+        out = subprocess.run(["sacct", "-n", "-X", "-D", "-j", self.job_id, "-o", "State", "--parsable2"],
+                             capture_output=True, text=True, timeout=30).stdout
+        return out.split()
+
+    def done(self) -> bool:
+        queued = subprocess.run(["squeue", "-h", "-j", self.job_id, "-o", "%T"], capture_output=True, text=True,
+                                timeout=30).stdout.strip()
+        return queued == ""
+
+
 # ----------------------------------------------------------------------------- the jobs
 
 
@@ -133,8 +169,11 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
               "the time-limit job's first step", runs)
     runs["baseline"] = Run("baseline", root, submit_cmd(root / "baseline", *data_overrides(tiny_shards), *common))
     runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common))
+    # DeepSpeed ZeRO-2 here: each rank saves its own optimizer shard at every stop.
+    runs["sbatch_template"] = SbatchRun("sbatch_template", root, *data_overrides(tiny_shards), *common)
     runs["give_up"] = Run("give_up", root, submit_cmd(root / "give_up", *data_overrides(tiny_shards), *common,
-                                                      "slurm.max_requeues=1"))
+                                                      "slurm.max_requeues=1",
+                                                      f"train.deepspeed_config={ROOT / 'configs/deepspeed/zero2.json'}"))
 
     def operator_step() -> bool:
         usr2, give_up, time_limit = runs["usr2"], runs["give_up"], runs["time_limit"]
@@ -149,6 +188,11 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
             if len(starts) == give_up.signals_sent + 1 and last_step(give_up.run_dir) >= resumed_at + 2:
                 scancel_usr2(give_up.job_id)
                 give_up.signals_sent += 1
+        # The template's `--signal=B:USR2@N` goes to the batch script: the same as `scancel --batch`.
+        template = runs["sbatch_template"]
+        if template.signals_sent == 0 and last_step(template.run_dir) >= 3:
+            subprocess.run(["scancel", "--batch", "--signal=USR2", template.job_id], check=True, timeout=30)
+            template.signals_sent = 1
         # After the first requeue caused by the time limit: 10 minutes for the resumed run.
         if not time_limit.limit_raised and any(e["event"] == "requeue" for e in time_limit.events):
             subprocess.run(["scontrol", "update", f"JobId={time_limit.job_id}", "TimeLimit=10"], check=True,
@@ -164,11 +208,13 @@ def _wait_for(condition, timeout_s: float, what: str, runs: dict[str, Run]) -> N
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            states = {name: (r.job_id, r.events[-1:] if r.events else None) for name, r in runs.items()}
+            states = {name: (r.job_id, r.events[-1:] if isinstance(r, Run) else r.output[-300:])
+                      for name, r in runs.items()}
             for r in runs.values():
                 if r.job_id:
                     subprocess.run(["scancel", r.job_id], timeout=30)
-                r.proc.kill()
+                if isinstance(r, Run):
+                    r.proc.kill()
             pytest.fail(f"timed out after {timeout_s} s waiting for {what}; last events: {states}")
         time.sleep(0.5)
 
@@ -291,7 +337,23 @@ def test_job_that_keeps_stopping_ends_after_max_requeues_with_a_clear_message(jo
     assert stops[0]["step"] < stops[1]["step"] < MAX_STEPS
     from asr_dist.checkpoint import find_checkpoint, read_meta
 
-    assert read_meta(find_checkpoint(run.run_dir))["step"] == stops[1]["step"], "the last stop saved too"
+    meta = read_meta(find_checkpoint(run.run_dir))
+    assert meta["step"] == stops[1]["step"], "the last stop saved too"
+    assert (meta["distributed_type"], meta["zero_stage"], meta["world_size"]) == ("DEEPSPEED", 2, 2)
     state = subprocess.run(["sacct", "-n", "-X", "-j", run.job_id, "-o", "State", "--parsable2"],
                            capture_output=True, text=True).stdout.split()
     assert state[-1] == "FAILED", state
+
+
+@pytest.mark.slow
+def test_plain_sbatch_template_forwards_usr2_requeues_and_resumes_without_losing_data(jobs):
+    run = jobs["sbatch_template"]
+    assert run.states() == ["REQUEUED", "COMPLETED"], (run.states(), run.output[-3000:])
+    out = run.output
+    assert "USR2: asking the trainer to save and stop" in out
+    saved = re.search(r"saved checkpoint \S+/step-(\d+)", out)
+    assert saved and 0 < int(saved.group(1)) < MAX_STEPS, out[-3000:]
+    assert "requeueing (1/3)" in out and "job %s (requeue 1/3)" % run.job_id in out
+    assert re.search(r"resumed from \S+/step-%s \(step %s" % (saved.group(1), saved.group(1)), out), out[-3000:]
+    assert "training finished" in out
+    assert_same_training(run, jobs["baseline"])
