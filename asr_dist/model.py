@@ -75,7 +75,7 @@ def build_model(cfg: ModelConfig, processor: Wav2Vec2Processor) -> Wav2Vec2ForCT
         )
         model = Wav2Vec2ForCTC(config)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # (transformers 5 name of gradient_checkpointing_enable)
     return model
 
 

@@ -108,3 +108,18 @@ def test_backward_scale_undoes_the_accumulation_and_rank_means():
     # then / 4 (accumulation) and averaged over 2 ranks = sum over everything / 120
     assert backward_scale(120, grad_accum=4, world_size=2) == pytest.approx(8 / 120)
     assert backward_scale(0, grad_accum=4, world_size=2) == 0.0
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(processor):
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(**TINY), processor)
+    checkpointed = build_model(ModelConfig(**TINY, gradient_checkpointing=True), processor)
+    checkpointed.load_state_dict(plain.state_dict())
+    assert checkpointed.is_activation_checkpointing and not plain.is_activation_checkpointing
+    b = batch(processor)
+    for model in (plain, checkpointed):
+        model.train()
+        model(**b).loss.backward()
+    for (name, p), q in zip(plain.named_parameters(), checkpointed.parameters()):
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
