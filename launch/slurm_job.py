@@ -57,6 +57,7 @@ class TrainingJob:
     def __init__(self, config: dict, entry: str = "asr_dist.train:run") -> None:
         self.config = config
         self.entry = entry
+        self.requeued_by_submitit = False  # set by __submitit_checkpoint__ in this run
 
     # ------------------------------------------------------------------ running
 
@@ -79,7 +80,8 @@ class TrainingJob:
             result = train(cfg)
         except SystemExit as stop:
             if stop.code != REQUEUE_EXIT_CODE:
-                events.write("error", message=f"trainer exited with code {stop.code}")
+                if not self.requeued_by_submitit:  # submitit's handler exits (-1) right after its requeue
+                    events.write("error", message=f"trainer exited with code {stop.code}")
                 raise
             result = {"exit_code": REQUEUE_EXIT_CODE}
         except BaseException as error:
@@ -134,6 +136,7 @@ class TrainingJob:
             return None
         events.write("requeue", step=step, requeues=restarts + 1, max_requeues=self.config["slurm"]["max_requeues"],
                      reason="signal before the trainer was ready (submitit requeues; resume from latest)")
+        self.requeued_by_submitit = True
         return submitit.helpers.DelayedSubmission(TrainingJob(self.config, self.entry))
 
     checkpoint = __submitit_checkpoint__  # older submitit versions look for `checkpoint` only

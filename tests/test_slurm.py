@@ -7,7 +7,8 @@ USR2 when a job is mid-run, and after the time-limit job's first requeue it rais
 the resumed run has time to finish. The tests then check each job's outcome:
 
     baseline    uninterrupted; writes the final checkpoint; its per-step losses are the reference
-    usr2        `scancel --signal=USR2` mid-run -> save, requeue, resume at the saved step, finish
+    usr2        `scancel --signal=USR2` during start-up (submitit's handler -> __submitit_checkpoint__ -> requeue),
+                then mid-run -> save, requeue, resume at the saved step, finish
     time_limit  --time=1 (a real time limit; data read through a slow `pipe:` so that training outlasts the
                 first minute) -> USR2 from Slurm -> save, requeue, resume, finish
     give_up     DeepSpeed ZeRO-2, slurm.max_requeues=1, interrupted twice -> requeued once, then ends with a
@@ -177,10 +178,14 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
 
     def operator_step() -> bool:
         usr2, give_up, time_limit = runs["usr2"], runs["give_up"], runs["time_limit"]
-        # USR2 once the run is mid-training: the trainer has taken the signal over by then.
-        if usr2.signals_sent == 0 and usr2.job_id and last_step(usr2.run_dir) >= 3:
+        # USR2 twice: first while Python is still starting (submitit's own handler is in place, GracefulStop is
+        # not yet: the start event is written before the trainer is even imported), then mid-training.
+        if usr2.signals_sent == 0 and usr2.starts():
             scancel_usr2(usr2.job_id)
             usr2.signals_sent = 1
+        if usr2.signals_sent == 1 and len(usr2.starts()) == 2 and last_step(usr2.run_dir) >= 3:
+            scancel_usr2(usr2.job_id)
+            usr2.signals_sent = 2
         # Twice: once in the first run, once after the requeued run has made progress of its own.
         if give_up.job_id and give_up.signals_sent < 2:
             starts = give_up.starts()
@@ -314,7 +319,20 @@ def test_uninterrupted_job_completes_and_writes_its_final_checkpoint(jobs):
 def test_usr2_mid_run_saves_requeues_and_resumes_without_losing_data(jobs):
     run = jobs["usr2"]
     assert run.proc.returncode == 0, run.output
-    assert_resumed_where_it_stopped(run, "preempted or signalled")
+    events = run.events
+    assert [e["event"] for e in events] == ["submitted", "start", "requeue", "start", "stop", "requeue", "start",
+                                            "finish"], events
+    _, start0, early, start1, stop, requeue, start2, finish = events
+    # The signal during start-up reached submitit's handler, which called __submitit_checkpoint__: requeued
+    # without a save, and the second run starts from scratch.
+    assert "before the trainer was ready" in early["reason"] and early["step"] is None
+    assert (start0["restarts"], start1["restarts"], start1["resume_from_step"]) == (0, 1, None)
+    # The signal mid-run: a graceful stop, saved by all ranks, and the third run resumes exactly there.
+    assert 0 < stop["step"] < MAX_STEPS and "preempted or signalled" in stop["reason"], stop
+    assert (requeue["step"], requeue["requeues"]) == (stop["step"], 2)
+    assert (start2["restarts"], start2["resume_from_step"]) == (2, stop["step"])
+    assert finish["step"] == MAX_STEPS
+    assert "error" not in [e["event"] for e in events]
     assert_same_training(run, jobs["baseline"])
 
 
