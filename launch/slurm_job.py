@@ -28,7 +28,6 @@ Everything that happens to the job (start, resume step, stop reason, requeue cou
 from __future__ import annotations
 
 import datetime as _dt
-import importlib
 import json
 import os
 import re
@@ -36,10 +35,9 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 EVENTS_FILE = "job_events.jsonl"
-REQUEUE_EXIT_CODE = 75  # = asr_dist.stop.REQUEUE_EXIT_CODE (not imported here: that module imports torch)
 
 
 class RequeueLimitReached(RuntimeError):
@@ -47,16 +45,11 @@ class RequeueLimitReached(RuntimeError):
 
 
 class TrainingJob:
-    """The callable submitit pickles: a resolved config (plain dict) and the trainer to call with it.
+    """The callable submitit pickles: the resolved config as a plain dict (this module imports no torch, so
+    that `asr-dist submit` stays quick). The job's result is `asr_dist.train.run`'s summary (task 0's)."""
 
-    `entry` ("module:function") is the trainer; it takes a Config and returns a summary dict (pickled as the
-    job's result) whose "exit_code" is REQUEUE_EXIT_CODE after a graceful stop and save (SystemExit with that
-    code is understood too).
-    """
-
-    def __init__(self, config: dict, entry: str = "asr_dist.train:run") -> None:
+    def __init__(self, config: dict) -> None:
         self.config = config
-        self.entry = entry
         self.requeued_by_submitit = False  # set by __submitit_checkpoint__ in this run
 
     # ------------------------------------------------------------------ running
@@ -73,11 +66,11 @@ class TrainingJob:
                      resume_from_step=latest_step(self.config["train"]["run_dir"]))
 
         from asr_dist.config import config_from_dict
+        from asr_dist.stop import REQUEUE_EXIT_CODE
+        from asr_dist.train import run
 
-        cfg = config_from_dict(self.config)
-        train = _import(self.entry)
         try:
-            result = train(cfg)
+            result = run(config_from_dict(self.config))
         except SystemExit as stop:
             if stop.code != REQUEUE_EXIT_CODE:
                 if not self.requeued_by_submitit:  # submitit's handler exits (-1) right after its requeue
@@ -94,6 +87,8 @@ class TrainingJob:
 
     def _after_graceful_stop(self, env, restarts: int, events: "JobEvents") -> None:
         """Requeue (rank 0 asks Slurm) and leave without a result, or end the job when requeues are used up."""
+        from asr_dist.stop import REQUEUE_EXIT_CODE
+
         slurm = self.config["slurm"]
         step = latest_step(self.config["train"]["run_dir"])
         reason = stop_reason(env.job_id, slurm["signal_delay_s"])
@@ -137,7 +132,7 @@ class TrainingJob:
         events.write("requeue", step=step, requeues=restarts + 1, max_requeues=self.config["slurm"]["max_requeues"],
                      reason="signal before the trainer was ready (submitit requeues; resume from latest)")
         self.requeued_by_submitit = True
-        return submitit.helpers.DelayedSubmission(TrainingJob(self.config, self.entry))
+        return submitit.helpers.DelayedSubmission(TrainingJob(self.config))
 
     checkpoint = __submitit_checkpoint__  # older submitit versions look for `checkpoint` only
 
@@ -236,8 +231,3 @@ class JobEvents:
 def read_events(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / EVENTS_FILE
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
-def _import(entry: str) -> Callable:
-    module, _, name = entry.partition(":")
-    return getattr(importlib.import_module(module), name)

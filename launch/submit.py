@@ -79,12 +79,12 @@ def check_with_slurm(script: str) -> None:
         raise SubmitError(f"Slurm refuses this job:\n{reason}")
 
 
-def submit(cfg: Config, entry: str = "asr_dist.train:run"):
+def submit(cfg: Config):
     """Validate with Slurm, submit, record the submission in the run's event log; returns the submitit Job."""
     executor = build_executor(cfg)
     check_with_slurm(sbatch_script(executor))
     try:
-        job = executor.submit(TrainingJob(cfg.to_dict(), entry))
+        job = executor.submit(TrainingJob(cfg.to_dict()))
     except Exception as error:  # submitit wraps sbatch's stderr in its own exception types
         raise SubmitError(f"sbatch failed: {error}") from error
     JobEvents(cfg.train.run_dir).write("submitted", job_id=job.job_id, folder=str(log_folder(cfg)),
