@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     code = run.train(args.steps, stop, args.step_sleep)
     if code == 0:
         run.dump(args.run_dir / "final.pt")
+    run.accelerator.end_training()  # tears the process group down before exit
     return code
 
 

@@ -53,9 +53,15 @@ def kill_all(procs: list[subprocess.Popen]) -> None:
         p.wait()
 
 
+# DeepSpeed on CPU occasionally aborts a rank while the process exits, after all work is done (shared facts:
+# about 1 ZeRO-3 run in 50). Callers check the run's outputs, so such an exit counts as 0.
+EXIT_ABORT = "terminate called without an active exception"
+
+
 def run_ranks(args: list[str], world: int, log_dir: Path, tag: str = "run", timeout: float = 300) -> list[int]:
     codes = wait_all(start_ranks(args, world, log_dir, tag), timeout)
-    return codes
+    return [0 if code == -6 and EXIT_ABORT in (log_dir / f"{tag}-rank{rank}.log").read_text() else code
+            for rank, code in enumerate(codes)]
 
 
 def logs(log_dir: Path, tag: str = "run") -> str:
