@@ -5,8 +5,9 @@ Three measurements, all on this machine:
 2. the work: FLOPs of one training step (forward + backward) per second of audio, counted by
    `torch.utils.flop_counter.FlopCounterMode` on the model asr_dist.model builds for configs/train/demo.yaml
    (or the config defaults), frozen as that config says (a frozen CNN runs no backward);
-3. the speed: audio seconds per second of a plain train step (forward, backward, AdamW) in fp32 and under bf16
-   autocast; `run_all.py` may also pass the trainer's own figure from train_throughput.py.
+3. the speed: audio seconds per second of a plain train step (forward, backward, AdamW) on one process in
+   fp32 and under bf16 autocast; `run_all.py` also passes the trainer's own speeds (2 processes, data pipeline
+   and all) from train_throughput.py, which trains the same config.
 MFU = speed x FLOPs per audio second / peak. Attention is counted with the eager implementation, because the
 counter does not know the CPU flash-attention kernel that SDPA picks (its math FLOPs are the same). The
 counter's own formula for a convolution's backward ignores `groups` in the weight gradient (16x too much for
@@ -120,8 +121,10 @@ def train_audio_seconds_per_second(cfg: Config, batch_size: int, seconds: float,
     return batch_size * seconds / times[len(times) // 2]
 
 
-def run(quick: bool = False, trainer_audio_sec_per_sec: float | None = None, trainer_bf16: bool = True) -> dict:
-    """Every figure as a flat dict; `trainer_audio_sec_per_sec` (asr_dist's measured speed) adds its MFU."""
+def run(quick: bool = False, trainer_audio_sec_per_sec_bf16: float | None = None,
+        trainer_audio_sec_per_sec_fp32: float | None = None) -> dict:
+    """Every figure as a flat dict. The trainer_* speeds (asr_dist's own, measured by train_throughput.py on
+    the same model config) add the MFU of the real trainer in that precision."""
     cfg, source = load_model_config()
     batch_size, seconds = (4, 4.0) if quick else (8, 4.0)
     peak_size, peak_time = (1024, 1.0) if quick else (2048, 3.0)
@@ -133,6 +136,7 @@ def run(quick: bool = False, trainer_audio_sec_per_sec: float | None = None, tra
     speed_bf16 = train_audio_seconds_per_second(cfg, batch_size, seconds, bf16=True, steps=steps)
     result = {
         "model_config": source,
+        "feature_encoder_trained": not cfg.freezing.feature_encoder,
         "threads": torch.get_num_threads(),
         "batch": f"{batch_size} x {seconds:g} s",
         "peak_matmul_gflops_fp32": peak_fp32 / 1e9,
@@ -141,13 +145,14 @@ def run(quick: bool = False, trainer_audio_sec_per_sec: float | None = None, tra
         "forward_gflop_per_audio_second": fwd_per_audio_s / 1e9,
         "train_step_audio_sec_per_sec_fp32": speed_fp32,
         "train_step_audio_sec_per_sec_bf16": speed_bf16,
-        "mfu_fp32": speed_fp32 * flops_per_audio_s / peak_fp32,
-        "mfu_bf16": speed_bf16 * flops_per_audio_s / peak_bf16,
+        "mfu_train_step_fp32": speed_fp32 * flops_per_audio_s / peak_fp32,
+        "mfu_train_step_bf16": speed_bf16 * flops_per_audio_s / peak_bf16,
     }
-    if trainer_audio_sec_per_sec:
-        peak = peak_bf16 if trainer_bf16 else peak_fp32
-        result["trainer_audio_sec_per_sec"] = trainer_audio_sec_per_sec
-        result["mfu_trainer"] = trainer_audio_sec_per_sec * flops_per_audio_s / peak
+    for precision, speed, peak in (("bf16", trainer_audio_sec_per_sec_bf16, peak_bf16),
+                                   ("fp32", trainer_audio_sec_per_sec_fp32, peak_fp32)):
+        if speed:
+            result[f"trainer_audio_sec_per_sec_{precision}"] = speed
+            result[f"mfu_trainer_{precision}"] = speed * flops_per_audio_s / peak
     return result
 
 

@@ -192,14 +192,16 @@ def write_results(results: dict[str, dict], info: dict[str, Any], quick: bool, o
 
 
 def trainer_speed(train_figures: dict | None) -> dict[str, Any]:
-    """What mfu.py needs from train_throughput.py: asr_dist's measured audio seconds per second, when found."""
-    if not train_figures:
-        return {}
-    for key, value in flatten(train_figures):
-        low = key.lower()
-        if isinstance(value, (int, float)) and "audio" in low and "per_s" in low and "asr_dist" in low and "hf" not in low:
-            return {"trainer_audio_sec_per_sec": float(value)}
-    return {}
+    """What mfu.py needs from train_throughput.py: asr_dist's measured audio seconds per second, per precision."""
+    out: dict[str, Any] = {}
+    for key, value in flatten(train_figures or {}):
+        if not isinstance(value, (int, float)) or not key.endswith("asr_dist.audio_sec_per_sec"):
+            continue
+        if "bf16" in key:
+            out["trainer_audio_sec_per_sec_bf16"] = float(value)
+        elif "_no." in key or "fp32" in key:
+            out["trainer_audio_sec_per_sec_fp32"] = float(value)
+    return out
 
 
 def main() -> int:
