@@ -116,6 +116,44 @@ def run_benchmark(name: str, script: Path, quick: bool, timeout_s: float, kwargs
 # ----------------------------------------------------------------------------- the table
 
 
+# The figures a reader looks for first: (benchmark, flattened key, what it is, unit). Keys a benchmark did not
+# report are left out; every figure is also in the full tables below.
+HEADLINES = [
+    ("prepare", "synth.x_real_time", "demo corpus synthesis speed", "x real time"),
+    ("prepare", "prepare[workers=2].audio_hours_per_minute", "shard writing, 2 workers", "audio hours / min"),
+    ("prepare", "prepare[workers=1].audio_hours_per_minute", "shard writing, 1 worker", "audio hours / min"),
+    ("pipeline", "padding_60s_32.ours.padding_fraction", "padding, asr_dist duration buckets (60 s, 32 samples)", "%"),
+    ("pipeline", "padding_60s_32.hf_group_by_length.padding_fraction", "padding, HF group_by_length, same sizes", "%"),
+    ("pipeline", "decode.workers_1.audio_s_per_s", "decode throughput, 1 worker", "audio s / s"),
+    ("pipeline", "decode.workers_2.audio_s_per_s", "decode throughput, 2 workers", "audio s / s"),
+    ("pipeline", "resume_first_batch_s.ours_10pct", "first batch after resume at 10% of the epoch", "s"),
+    ("pipeline", "resume_first_batch_s.ours_90pct", "first batch after resume at 90% of the epoch", "s"),
+    ("pipeline", "resume_first_batch_s.naive_skip_90pct", "same at 90%, decoding and skipping (naive)", "s"),
+    ("train_throughput", "throughput_bf16.asr_dist.audio_sec_per_sec", "training, asr_dist, 2 processes, bf16", "audio s / s"),
+    ("train_throughput", "throughput_bf16.hf_recipe.audio_sec_per_sec", "training, HF recipe, same model/data, bf16", "audio s / s"),
+    ("train_throughput", "ratio_bf16", "asr_dist / HF recipe, bf16", "x"),
+    ("train_throughput", "ratio_fp32", "asr_dist / HF recipe, fp32", "x"),
+    ("train_throughput", "ratio_ours_bf16_vs_recipe_default_fp32", "asr_dist bf16 / HF recipe's CPU default (fp32)", "x"),
+    ("train_throughput", "memory_mb_per_rank.ddp.after_training", "memory per rank after training, DDP", "MB"),
+    ("train_throughput", "memory_mb_per_rank.zero2.after_training", "memory per rank after training, ZeRO-2", "MB"),
+    ("train_throughput", "memory_mb_per_rank.zero3.after_training", "memory per rank after training, ZeRO-3", "MB"),
+    ("checkpoint", "ddp.save_s_per_rank", "checkpoint save, DDP", "s per rank"),
+    ("checkpoint", "zero2.save_s_per_rank", "checkpoint save, ZeRO-2", "s per rank"),
+    ("checkpoint", "zero3.save_s_per_rank", "checkpoint save, ZeRO-3", "s per rank"),
+    ("checkpoint", "ddp.load_s_per_rank", "checkpoint load, DDP", "s per rank"),
+    ("checkpoint", "zero2.load_s_per_rank", "checkpoint load, ZeRO-2", "s per rank"),
+    ("checkpoint", "zero3.load_s_per_rank", "checkpoint load, ZeRO-3", "s per rank"),
+    ("checkpoint", "zero2.load_on_1_rank_s", "2-rank ZeRO-2 checkpoint loaded on 1 rank", "s"),
+    ("checkpoint", "zero3.mb_per_rank", "checkpoint size, ZeRO-3", "MB per rank"),
+    ("mfu", "peak_matmul_gflops_fp32", "matmul peak, fp32", "GFLOP/s"),
+    ("mfu", "peak_matmul_gflops_bf16", "matmul peak, bf16", "GFLOP/s"),
+    ("mfu", "train_gflop_per_audio_second", "training work of the demo model", "GFLOP / audio s"),
+    ("mfu", "mfu_trainer_bf16", "MFU of the trainer, bf16", "%"),
+    ("mfu", "mfu_trainer_fp32", "MFU of the trainer, fp32", "%"),
+    ("mfu", "mfu_train_step_bf16", "MFU of a bare train step, bf16", "%"),
+    ("mfu", "mfu_train_step_fp32", "MFU of a bare train step, fp32", "%"),
+]
+
 LABEL_KEYS = ("name", "config", "mode", "backend", "stage", "world_size", "workers")  # what names a list entry
 
 
@@ -145,6 +183,22 @@ def format_value(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(format_value(v) for v in value)
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def headline_rows(results: dict[str, dict]) -> list[tuple[str, str, str, str]]:
+    """(benchmark, what, formatted value, unit) for each HEADLINES figure the benchmarks reported."""
+    rows = []
+    for name, key, what, unit in HEADLINES:
+        result = results.get(name, {})
+        if result.get("status") != "ok":
+            continue
+        value = dict(flatten(result["figures"])).get(key)
+        if value is None:
+            continue
+        if unit == "%":
+            value = [100 * v for v in value] if isinstance(value, list) else 100 * value
+        rows.append((name, what, format_value(value), unit))
+    return rows
 
 
 def machine_info() -> dict[str, Any]:
@@ -177,6 +231,11 @@ def write_results(results: dict[str, dict], info: dict[str, Any], quick: bool, o
         load = " / ".join(f"{x:.1f}" for x in result.get("load_average_1min", []))
         lines.append(f"| {name} | {detail} | {result['seconds']:.0f} s | {load} |")
     lines.append("")
+    headlines = headline_rows(results)
+    if headlines:
+        lines += ["## Headline figures", "", "| figure | value | unit | benchmark |", "|---|---|---|---|"]
+        lines += [f"| {what} | {value} | {unit} | {name} |" for name, what, value, unit in headlines]
+        lines.append("")
     for name, _, what in BENCHMARKS:
         if name not in results or results[name]["status"] != "ok":
             continue
