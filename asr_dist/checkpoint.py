@@ -358,7 +358,12 @@ class CheckpointManager:
                 f"checkpoint {path} was written by a {meta['distributed_type']} run and this run uses "
                 f"{str(acc.distributed_type).split('.')[-1]}: optimizer state cannot move between DeepSpeed and "
                 f"DDP; export it (`asr-dist export {path} OUT`) and start from OUT with model.pretrained=OUT")
-        reshard = saved_ds and (meta["world_size"] != acc.num_processes or meta["zero_stage"] != self._zero_stage())
+        if saved_ds and meta["zero_stage"] != self._zero_stage():
+            raise CheckpointError(
+                f"checkpoint {path} was written under ZeRO-{meta['zero_stage']} and this run uses "
+                f"ZeRO-{self._zero_stage()}: DeepSpeed cannot load shards across stages (even through its universal "
+                f"format); resume with the same stage, or export it (`asr-dist export {path} OUT`) and start from OUT")
+        reshard = saved_ds and meta["world_size"] != acc.num_processes
         if reshard:
             source = self._universal(path)
             engine = acc.deepspeed_engine_wrapped.engine
