@@ -142,7 +142,10 @@ def wait(job) -> int:
     except Exception as error:  # submitit's FailedJobError/UncompletedJobError carry the traceback and log paths
         print(f"job {job.job_id} failed: {error}", file=sys.stderr)
         return 1
-    print(f"job {job.job_id} finished: {results[0]}")
+    summary = results[0]
+    if isinstance(summary, dict):  # asr_dist.train.run's summary, without the per-step losses
+        summary = ", ".join(f"{k}={summary[k]}" for k in ("steps", "final_loss", "eval", "export_dir") if k in summary)
+    print(f"job {job.job_id} finished: {summary}")
     return 0
 
 

@@ -165,7 +165,7 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
     # with three other jobs' start-up for the two cores (Slurm's USR2 comes 30-60 s after the start).
     runs["time_limit"] = Run("time_limit", root, submit_cmd(
         root / "time_limit", *data_overrides(tiny_shards, slow=True), *common, "slurm.timeout_min=1",
-        "slurm.signal_delay_s=3", "slurm.max_requeues=2"))
+        "slurm.signal_delay_s=3", "slurm.max_requeues=3"))
     _wait_for(lambda: last_step(runs["time_limit"].run_dir) >= 1 or runs["time_limit"].done(), 120,
               "the time-limit job's first step", runs)
     runs["baseline"] = Run("baseline", root, submit_cmd(root / "baseline", *data_overrides(tiny_shards), *common))
@@ -198,8 +198,9 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
         if template.signals_sent == 0 and last_step(template.run_dir) >= 3:
             subprocess.run(["scancel", "--batch", "--signal=USR2", template.job_id], check=True, timeout=30)
             template.signals_sent = 1
-        # After the first requeue caused by the time limit: 10 minutes for the resumed run.
-        if not time_limit.limit_raised and any(e["event"] == "requeue" for e in time_limit.events):
+        # After the first graceful stop at the time limit: 10 minutes for the resumed run. (On a loaded machine
+        # the first USR2 may come before the trainer is up; submitit then requeues and the next minute counts.)
+        if not time_limit.limit_raised and any(e["event"] == "stop" for e in time_limit.events):
             subprocess.run(["scontrol", "update", f"JobId={time_limit.job_id}", "TimeLimit=10"], check=True,
                            timeout=30)
             time_limit.limit_raised = True
@@ -255,17 +256,16 @@ def assert_same_training(run: Run, baseline: Run) -> None:
 
 
 def assert_resumed_where_it_stopped(run: Run, reason: str) -> None:
+    """A graceful stop (for `reason`), its requeue, and the next run starting exactly at the saved step."""
     events = run.events
     kinds = [e["event"] for e in events]
-    assert kinds[:2] == ["submitted", "start"] and kinds[-1] == "finish", kinds
-    stop = next(e for e in events if e["event"] == "stop")
-    requeue = next(e for e in events if e["event"] == "requeue")
-    starts = [e for e in events if e["event"] == "start"]
-    assert 0 < stop["step"] < MAX_STEPS, stop
-    assert reason in stop["reason"], stop
-    assert requeue["step"] == stop["step"] and requeue["requeues"] == 1
-    assert starts[0]["resume_from_step"] is None and starts[0]["restarts"] == 0
-    assert starts[1]["restarts"] == 1 and starts[1]["resume_from_step"] == stop["step"], starts
+    assert kinds[:2] == ["submitted", "start"] and kinds[-1] == "finish" and "error" not in kinds, kinds
+    i = kinds.index("stop")
+    stop, requeue, start = events[i:i + 3]
+    assert 0 < stop["step"] < MAX_STEPS and reason in stop["reason"], stop
+    assert (requeue["event"], requeue["step"], requeue["requeues"]) == ("requeue", stop["step"], stop["restarts"] + 1)
+    assert (start["event"], start["restarts"], start["resume_from_step"]) == ("start", stop["restarts"] + 1,
+                                                                            stop["step"]), start
     assert events[-1]["step"] == MAX_STEPS
 
 
@@ -309,7 +309,7 @@ def test_bad_slurm_settings_fail_at_submit_time_with_slurms_reason(slurm_cluster
 def test_uninterrupted_job_completes_and_writes_its_final_checkpoint(jobs):
     run = jobs["baseline"]
     assert run.proc.returncode == 0, run.output
-    assert re.search(r"job \d+ finished: .*'steps': %d" % MAX_STEPS, run.output), run.output
+    assert re.search(r"job \d+ finished: steps=%d, " % MAX_STEPS, run.output), run.output
     assert [e["event"] for e in run.events] == ["submitted", "start", "finish"]
     final_checkpoint(run.run_dir)
     assert {r["world_size"] for r in run.starts()} == {2}
