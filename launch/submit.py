@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,9 @@ def build_executor(cfg: Config):
     """A submitit executor for the slurm section (submitit translates the names to #SBATCH lines)."""
     import submitit
 
+    if shutil.which("srun") is None:  # submitit's own message would be a bare RuntimeError
+        raise SubmitError("Slurm's commands (srun, sbatch) are not on PATH: run this on a Slurm login node "
+                          "(on this machine: slurm/dev-cluster up); submitit needs them even for --dry-run")
     s = cfg.slurm
     executor = submitit.AutoExecutor(folder=log_folder(cfg), cluster="slurm", slurm_max_num_timeout=s.max_requeues)
     params: dict = dict(
@@ -121,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"asr-dist submit: {error}", file=sys.stderr)
         return 2
-    if args.dry_run:
-        print(sbatch_script(build_executor(cfg)))
-        return 0
     try:
+        if args.dry_run:
+            print(sbatch_script(build_executor(cfg)))
+            return 0
         job = submit(cfg)
     except SubmitError as error:
         print(f"asr-dist submit: {error}", file=sys.stderr)

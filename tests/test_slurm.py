@@ -302,6 +302,17 @@ def test_bad_slurm_settings_fail_at_submit_time_with_slurms_reason(slurm_cluster
     assert queued.strip() == "", "a refused job must not be left pending"
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["slurm.gpus_per_node=4", "slurm.tasks_per_node=1"],
+     "slurm.tasks_per_node = 1 is not allowed; expected one task per GPU: equal to slurm.gpus_per_node (4)"),
+    (["slurm.timeout_min=1", "slurm.signal_delay_s=90"], "slurm.signal_delay_s = 90 is not allowed"),
+])
+def test_inconsistent_slurm_section_is_refused_before_slurm_is_asked(tmp_path, overrides, message):
+    done = subprocess.run(submit_cmd(tmp_path / "run", *overrides), cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
 # ----------------------------------------------------------------------------- tests: training jobs
 
 
