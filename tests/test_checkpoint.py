@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,12 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_latest(tiny_disk, on_save
     assert (root / "latest").read_text().strip() == "step-1"
     resumed = new_run(tiny_disk)
     assert resumed.resume("auto") == 1
+
+
+def test_time_based_saves_are_due_after_every_minutes_of_wall_time(tmp_path):
+    run = new_run(tmp_path, cfg=CheckpointConfig(every_steps=0, every_minutes=0.01))  # 0.6 s
+    assert not run.manager.due(1)
+    time.sleep(0.7)
+    assert run.manager.due(2)
+    run.save()
+    assert not run.manager.due(3)  # the clock restarts at each save

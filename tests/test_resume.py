@@ -186,3 +186,34 @@ def test_trainer_stops_on_sigusr2_survives_kill_9_mid_save_and_ends_bit_identica
         a = torch.load(run_dir / "checkpoints" / "step-10" / "extra_state" / f"rank-{rank}.pt", weights_only=False)
         b = torch.load(reference / "checkpoints" / "step-10" / "extra_state" / f"rank-{rank}.pt", weights_only=False)
         assert a == b
+
+
+def test_trainer_zero2_checkpoint_of_2_ranks_continues_on_1_rank_at_the_same_data_position(tiny_shards, tmp_path):
+    """asr_dist.train: 2 ranks under ZeRO-2 save at step 2; 1 rank resumes to step 4. The batches the 1-rank run
+    trained on are exactly those the data loader gives after the saved position (re-split for 1 rank)."""
+    from asr_dist.config import load_config
+    from asr_dist.data.loader import build_train_loader
+    from asr_dist.text import load_processor
+
+    log_dir, run_dir = tmp_path / "logs", tmp_path / "run"
+    overrides = ["train.deepspeed_config=configs/deepspeed/zero2.json", "checkpoint.every_steps=2",
+                 "checkpoint.keep_last=3"]
+    assert run_ranks(trainer_args(tiny_shards, run_dir, "train.max_steps=2", *overrides), 2, log_dir, "two") \
+        == [0, 0], logs(log_dir, "two")
+    assert run_ranks(trainer_args(tiny_shards, run_dir, "train.max_steps=4", *overrides), 1, log_dir, "one") \
+        == [0], logs(log_dir, "one")
+    assert f"resumed from {run_dir / 'checkpoints' / 'step-2'}" in (log_dir / "one-rank0.log").read_text()
+    saved, final = (run_dir / "checkpoints" / "step-2", run_dir / "checkpoints" / "step-4")
+    assert read_meta(saved)["world_size"] == 2 and read_meta(final)["world_size"] == 1
+
+    before = torch.load(saved / "extra_state" / "rank-0.pt", weights_only=False)
+    after = torch.load(final / "extra_state" / "rank-0.pt", weights_only=False)
+    cfg = load_config(TINY, trainer_args(tiny_shards, run_dir)[4:])
+    loader = build_train_loader(cfg.data, load_processor(tiny_shards.processor), seed=cfg.train.seed, rank=0,
+                                world_size=1, grad_accum=1)
+    loader.load_state_dict(before["loader"])
+    batches = iter(loader)
+    samples = sum(len(next(batches)["keys"]) for _ in range(2))
+    assert after["loader"] == loader.state_dict()
+    assert after["trainer"]["step"] == 4
+    assert after["trainer"]["samples_seen"] == before["trainer"]["samples_seen"] + samples
