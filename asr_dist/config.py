@@ -108,6 +108,11 @@ class ModelConfig:
     mask_feature_prob: float = 0.0
     mask_feature_length: int = 10
     gradient_checkpointing: bool = False
+    # Layout of a model built from config (ignored for pretrained ones). wav2vec2-base uses group/False;
+    # layer norm after every convolution and pre-LN Transformer blocks (large-lv60's layout) train from
+    # scratch far more stably at high learning rates.
+    feat_extract_norm: Literal["group", "layer"] = "group"
+    do_stable_layer_norm: bool = False
 
     def check(self, at: str) -> None:
         _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",

@@ -92,13 +92,13 @@ def latest_step(run_dir: Path) -> int:
 
 
 def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
-    """Start a training job, SIGKILL its whole process group once a checkpoint past `kill_after_step` exists."""
+    """Start a training job and SIGKILL its whole process group as soon as its checkpoint at `kill_after_step`
+    is published; returns the step it will resume from."""
     print(f"\n$ {shlex.join(cmd)}   # will be killed with SIGKILL after its checkpoint at step {kill_after_step}",
           flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     while proc.poll() is None:
         if latest_step(run_dir) >= kill_after_step:
-            time.sleep(3)  # let it run on past the checkpoint: the work after it is lost and must be redone
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             print(f"\n*** demo: killed the training job (SIGKILL) after step {latest_step(run_dir)} was saved ***",
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     # before fine-tuning: the base model on the new domain
     before = plan.out / "base-on-new.json"
     if not before.exists():
-        sh([str(BIN / "asr-dist"), "evaluate", str(base / "export"), str(shards / "new-dev"), "--json", str(before)])
+        sh([str(BIN / "asr-dist"), "evaluate", str(base / "export"), str(shards / "new-dev"), "--output", str(before)])
 
     dev_files = [json.loads(line)["audio"] for line in (new / "dev.jsonl").read_text().splitlines()[:3]]
     sh([str(BIN / "asr-dist"), "transcribe", str(finetune / "export"), *[str(new / f) for f in dev_files]])

@@ -70,7 +70,7 @@ def build_model(cfg: ModelConfig, processor: Wav2Vec2Processor) -> Wav2Vec2ForCT
             num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
             num_conv_pos_embeddings=cfg.num_conv_pos_embeddings,
             num_conv_pos_embedding_groups=cfg.num_conv_pos_embedding_groups,
-            feat_extract_norm="group", do_stable_layer_norm=False,  # wav2vec2-base's layout
+            feat_extract_norm=cfg.feat_extract_norm, do_stable_layer_norm=cfg.do_stable_layer_norm,
             **settings,
         )
         model = Wav2Vec2ForCTC(config)
