@@ -7,13 +7,13 @@ USR2 when a job is mid-run, and after the time-limit job's first requeue it rais
 the resumed run has time to finish. The tests then check each job's outcome:
 
     baseline    uninterrupted; writes the final checkpoint; its per-step losses are the reference
-    usr2        `scancel --signal=USR2` during start-up (submitit's handler -> __submitit_checkpoint__ -> requeue),
+    usr2        2 nodes x 1 task; `scancel --signal=USR2` during start-up (submitit's handler -> __submitit_checkpoint__ -> requeue),
                 then mid-run -> save, requeue, resume at the saved step, finish
     time_limit  --time=1 (a real time limit; data read through a slow `pipe:` so that training outlasts the
                 first minute) -> USR2 from Slurm -> save, requeue, resume, finish
     give_up     DeepSpeed ZeRO-2, slurm.max_requeues=1, interrupted twice -> requeued once, then ends with a
                 clear message
-    sbatch_template  slurm/train.sbatch (srun + accelerate launch), USR2 to the batch script -> forwarded to the
+    sbatch_template  slurm/train.sbatch (srun + accelerate launch) on 2 nodes, USR2 to the batch script -> forwarded to the
                 trainers -> save, requeue by the script, resume, finish
 
 "Lost no data" is checked step by step: the same seed and plan give every step of an interrupted run the
@@ -46,7 +46,7 @@ ALL_JOBS_TIMEOUT_S = 420
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """The local one-node Slurm (started here when `make test` has not already done it)."""
+    """The local two-node Slurm (started here when `make test` has not already done it)."""
     done = subprocess.run([str(ROOT / "slurm" / "dev-cluster"), "up"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"slurm/dev-cluster up failed:\n{done.stderr}"
     return ROOT / "slurm" / "dev-cluster"
@@ -121,15 +121,15 @@ class Run:
 
 
 class SbatchRun:
-    """slurm/train.sbatch (srun + accelerate launch, no submitit) submitted with plain sbatch, on 1 node x 2."""
+    """slurm/train.sbatch (srun + accelerate launch, no submitit) submitted with plain sbatch: 2 nodes x 1."""
 
     def __init__(self, name: str, root: Path, *overrides: str):
         import os
 
         self.name, self.run_dir, self.log = name, root / name, root / f"{name}.out"
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PROCS_PER_NODE": "2",
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "PROCS_PER_NODE": "1",
                "ACCELERATE_CONFIG": str(ROOT / "configs/accelerate/cpu_ddp_2proc.yaml")}
-        done = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--gpus-per-node=0", "--cpus-per-task=2",
+        done = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--gpus-per-node=0", "--cpus-per-task=1",
                                "--ntasks-per-node=1", "--time=10", f"--output={self.log}",
                                str(ROOT / "slurm/train.sbatch"), str(ROOT / "configs/train/tiny.yaml"),
                                f"train.run_dir={self.run_dir}", *overrides],
@@ -169,7 +169,9 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
     _wait_for(lambda: last_step(runs["time_limit"].run_dir) >= 1 or runs["time_limit"].done(), 120,
               "the time-limit job's first step", runs)
     runs["baseline"] = Run("baseline", root, submit_cmd(root / "baseline", *data_overrides(tiny_shards), *common))
-    runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common))
+    # Two nodes x one task: rank 1 finds rank 0 through the first host of the allocation.
+    runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common, "slurm.nodes=2",
+                                                "slurm.tasks_per_node=1"))
     # DeepSpeed ZeRO-2 here: each rank saves its own optimizer shard at every stop.
     runs["sbatch_template"] = SbatchRun("sbatch_template", root, *data_overrides(tiny_shards), *common)
     runs["give_up"] = Run("give_up", root, submit_cmd(root / "give_up", *data_overrides(tiny_shards), *common,
@@ -290,7 +292,7 @@ def test_dry_run_prints_the_sbatch_script_and_submits_nothing(slurm_cluster, tmp
 
 @pytest.mark.parametrize("overrides, reason", [
     (["slurm.partition=no_such_partition"], "Invalid partition name specified"),
-    (["slurm.nodes=2"], "Requested node configuration is not available"),  # the cluster has one node
+    (["slurm.nodes=3"], "Requested node configuration is not available"),  # the cluster has two nodes
     (["slurm.cpus_per_task=64"], "Requested node configuration is not available"),
 ])
 def test_bad_slurm_settings_fail_at_submit_time_with_slurms_reason(slurm_cluster, tmp_path, overrides, reason):
@@ -344,7 +346,8 @@ def test_usr2_mid_run_saves_requeues_and_resumes_without_losing_data(jobs):
     assert (start2["restarts"], start2["resume_from_step"]) == (2, stop["step"])
     assert finish["step"] == MAX_STEPS
     assert "error" not in [e["event"] for e in events]
-    assert_same_training(run, jobs["baseline"])
+    assert {(s["nodes"], s["world_size"], len(set(s["hosts"]))) for s in (start0, start1, start2)} == {(2, 2, 2)}
+    assert_same_training(run, jobs["baseline"])  # 2 nodes x 1 task trains exactly like 1 node x 2 tasks
 
 
 @pytest.mark.slow
@@ -379,6 +382,7 @@ def test_plain_sbatch_template_forwards_usr2_requeues_and_resumes_without_losing
     run = jobs["sbatch_template"]
     assert run.states() == ["REQUEUED", "COMPLETED"], (run.states(), run.output[-3000:])
     out = run.output
+    assert "2 node(s) x 1 process(es), main localhost:" in out  # the first host of the allocation
     assert "USR2: asking the trainer to save and stop" in out
     saved = re.search(r"saved checkpoint \S+/step-(\d+)", out)
     assert saved and 0 < int(saved.group(1)) < MAX_STEPS, out[-3000:]
