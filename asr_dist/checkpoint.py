@@ -177,7 +177,11 @@ class CheckpointManager:
         self.root = self.run_dir / CHECKPOINTS_DIR
         self.cfg = cfg
         self.config = _config_dict(config, self.run_dir)
-        self.model = model
+        # Unwrapped once here: the first unwrap_model call imports torch._dynamo (about 0.5 s), which would
+        # otherwise be charged to the first save or load.
+        if model is None and accelerator._models:
+            model = accelerator._models[0]
+        self.model = None if model is None else accelerator.unwrap_model(model)
         self.processor = processor
         self.last_save_error: BaseException | None = None
         self._last_save_time = time.monotonic()
@@ -259,7 +263,7 @@ class CheckpointManager:
         torch.save(states, tmp / EXTRA_DIR / f"rank-{acc.process_index}.pt")
         if not acc.is_main_process:
             return
-        model = self._unwrapped_model()
+        model = self.model
         vocab = None
         if model is not None and hasattr(model, "config"):
             model.config.save_pretrained(tmp / HF_CONFIG_DIR)
@@ -388,7 +392,7 @@ class CheckpointManager:
         """Refuse a checkpoint whose model shape or vocabulary differs from this run's; warn about other
         config changes (they change the trajectory, not the ability to load)."""
         problems = []
-        model = self._unwrapped_model()
+        model = self.model
         saved_cfg_file = path / HF_CONFIG_DIR / "config.json"
         if model is not None and hasattr(model, "config") and saved_cfg_file.is_file():
             saved = json.loads(saved_cfg_file.read_text())
@@ -466,9 +470,6 @@ class CheckpointManager:
             return None
         return int(self.accelerator.state.deepspeed_plugin.zero_stage)
 
-    def _unwrapped_model(self):
-        model = self.model if self.model is not None else (self.accelerator._models[0] if self.accelerator._models else None)
-        return None if model is None else self.accelerator.unwrap_model(model)
 
 
 # ----------------------------------------------------------------------------- file helpers
