@@ -37,7 +37,7 @@ from asr_dist.config import Config, ConfigError, load_config
 from asr_dist.loss import backward_scale, target_tokens
 from asr_dist.lr_schedule import build_lr_scheduler
 from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters
-from asr_dist.optim import build_optimizer
+from asr_dist.optim import build_optimizer, is_encoder_group
 
 log = logging.getLogger("asr_dist.train")
 
@@ -202,6 +202,8 @@ class Trainer:
                 acc.backward(loss * scale)
         if not acc.sync_gradients:
             raise RuntimeError("Accelerate's accumulation counter is out of step with the data plan")
+        if self.encoder_freeze.active and not self.deepspeed:
+            self._zero_encoder_grads()
 
         max_norm = cfg.optimizer.max_grad_norm or math.inf
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)  # DeepSpeed: its own (pre-clip) norm
@@ -237,6 +239,21 @@ class Trainer:
                 "audio_seconds": audio_s, "padded_seconds": padded_s,
                 "step_seconds": time.perf_counter() - started, **lrs}
 
+    def _zero_encoder_grads(self) -> None:
+        """While EncoderFreeze holds the encoder, give its parameters zero gradients instead of none.
+
+        DeepSpeed's flat partitions always hand the optimizer a gradient (zeros for parameters that got none),
+        so Adam counts the frozen updates for the encoder too; torch's Adam skips parameters without a gradient
+        and would start the encoder's bias correction afresh at unfreezing. Zero gradients make DDP take the
+        same trajectory as ZeRO (tests/test_train.py compares them). With the encoder's lr at 0 meanwhile the
+        weights stay bit-identical either way.
+        """
+        for group in self.optimizer.param_groups:
+            if is_encoder_group(group):
+                for param in group["params"]:
+                    if param.grad is None:
+                        param.grad = torch.zeros_like(param)
+
     def learning_rates(self) -> dict[str, float]:
         """The lr each group used for the update just made, e.g. {"lr/head": ..., "lr/encoder": ...}."""
         out = {}
@@ -259,13 +276,25 @@ class Trainer:
 # ----------------------------------------------------------------------------- run
 
 
-def peak_memory_mb() -> float:
-    """This process's peak memory: GPU memory allocated by torch on CUDA, resident set size on CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
+def memory_mb(trim: bool = False) -> dict[str, float]:
+    """This process's memory now and at its peak: torch's allocated GPU memory on CUDA, else the resident set
+    (Linux /proc; on CPU it includes Python and the libraries, about 1 GB, and transient copies at start-up).
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    `trim` first hands freed heap memory back to the OS (glibc malloc_trim): without it the resident set of a
+    CPU process keeps every tensor it ever freed and shows no difference between DDP and ZeRO."""
+    if torch.cuda.is_available():
+        return {"now": torch.cuda.memory_allocated() / 2**20, "peak": torch.cuda.max_memory_allocated() / 2**20}
+    if trim:
+        import ctypes
+        import gc
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except OSError:  # not glibc
+            pass
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {"now": int(status["VmRSS"].split()[0]) / 1024, "peak": int(status["VmHWM"].split()[0]) / 1024}
 
 
 def processor_path(cfg: Config) -> Path:
@@ -284,8 +313,8 @@ def run(cfg: Config) -> dict:
 
     Keys: steps, skipped_updates, losses (this process's run, per update), final_loss, eval (final
     scores or None), stopped (graceful stop), exit_code (0, or stop.REQUEUE_EXIT_CODE after a graceful
-    stop: the caller exits with it so that Slurm/submitit requeue), run_dir, export_dir, peak_memory_mb
-    (one per rank). Files in train.run_dir: config.yaml, metrics.jsonl, tensorboard/, checkpoints/,
+    stop: the caller exits with it so that Slurm/submitit requeue), run_dir, export_dir, peak_memory_mb and
+    training_memory_mb (one per rank). Files in train.run_dir: config.yaml, metrics.jsonl, tensorboard/, checkpoints/,
     eval.json, export/, summary.json (this dict without losses and eval).
     """
     from accelerate.utils import gather_object, set_seed
@@ -381,7 +410,8 @@ def run(cfg: Config) -> dict:
             metrics.progress(loss=stats["loss"], lr=stats.get("lr/head"))
             if step % cfg.train.log_every == 0 or step == total_steps:
                 metrics.log({**stats, "loss_avg": window_loss / window_steps, **throughput.summary(accelerator),
-                             "data_wait_seconds": data_wait, "epoch_index": train_loader.epoch}, step, epoch())
+                             "data_wait_seconds": data_wait, "epoch_index": train_loader.epoch,
+                             "memory_mb": memory_mb()["now"]}, step, epoch())  # the main rank's
                 window_loss, window_steps = 0.0, 0
             evaluation = None
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
@@ -396,6 +426,7 @@ def run(cfg: Config) -> dict:
                 break
     finally:
         stop.uninstall()
+    trained_memory = memory_mb(trim=True)
 
     result: dict = {"steps": trainer.step, "skipped_updates": trainer.skipped_updates, "losses": losses,
                     "final_loss": losses[-1] if losses else math.nan, "eval": None, "stopped": stop.stopping,
@@ -410,7 +441,9 @@ def run(cfg: Config) -> dict:
         if cfg.checkpoint.every_steps and last_saved != trainer.step:
             checkpoints.save(trainer.step, extra_state, {"wer": final.wer} if final else None)
         result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
-    result["peak_memory_mb"] = gather_object([peak_memory_mb()])  # one per rank (collective)
+    memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank (collective)
+    result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export
+    result["training_memory_mb"] = [m["end_of_training"] for m in memory]  # held after the last update
     if accelerator.is_main_process:
         summary = {k: v for k, v in result.items() if k not in ("losses", "eval")}
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -10,10 +10,12 @@
                 as asr_dist's (so both do the same work per step).
    Reported: audio seconds trained per wall second (all ranks), padding fraction, and the ratio. Each side is
    run twice, in bf16 autocast and in fp32 (the recipe's own default on a CPU, where its --fp16 does not apply).
-2. Memory. A wav2vec2-base-sized Transformer (768 x 12 layers, ~90 M parameters; narrow CNN so that it runs
-   here) for a few updates under DDP, ZeRO-2 and ZeRO-3: peak memory of each rank (resident set on CPU,
-   torch's allocated peak on GPU), from the run's summary.json. Sharding the optimizer state (ZeRO-2) and the
-   weights (ZeRO-3) should show as less memory per rank.
+2. Memory. A wav2vec2-base-sized Transformer (768 x 12 layers, ~86 M parameters; narrow CNN so that it runs
+   here) for a few updates under DDP, ZeRO-2 and ZeRO-3: memory of each rank after the last update and at its
+   peak (resident set on CPU, torch's allocated memory on GPU), from the run's summary.json. Sharding gradients
+   and optimizer state (ZeRO-2) and the weights too (ZeRO-3) shows in the memory held after training; the
+   CPU peak also holds start-up transients (every rank builds the full model before DeepSpeed partitions it)
+   and, under ZeRO-3, the gathered weights of the export.
 
     .venv/bin/python benchmarks/train_throughput.py [--quick] [--shards DIR]
 """
@@ -107,7 +109,7 @@ def hf_recipe_throughput(shards: Path, work: Path, epochs: int, batch_size: int,
 # ----------------------------------------------------------------------------- 2. memory
 
 
-def peak_memory(shards: Path, work: Path, backend: str, steps: int) -> list[float]:
+def memory_per_rank(shards: Path, work: Path, backend: str, steps: int) -> dict:
     run_dir = work / f"memory_{backend}"
     accelerate_launch(backend, ["-m", "asr_dist.train", "--config", DEMO, *LARGE_MODEL, f"data.train_shards={shards}",
                                 "data.eval_shards=", "data.max_batch_seconds=8", "data.max_batch_samples=2",
@@ -115,7 +117,8 @@ def peak_memory(shards: Path, work: Path, backend: str, steps: int) -> list[floa
                                 "train.mixed_precision=no", "train.resume=none", "checkpoint.every_steps=0",
                                 "eval.every_steps=0", "schedule.name=constant", f"train.run_dir={run_dir}"],
                       timeout=1800)
-    return json.loads((run_dir / "summary.json").read_text())["peak_memory_mb"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return {"after_training": summary["training_memory_mb"], "peak": summary["peak_memory_mb"]}
 
 
 # ----------------------------------------------------------------------------- main
@@ -147,7 +150,7 @@ def run(quick: bool = False, shards: str = "") -> dict:
     results["ratio_ours_bf16_vs_recipe_default_fp32"] = (results["throughput_bf16"]["asr_dist"]["audio_sec_per_sec"]
                                                         / results["throughput_no"]["hf_recipe"]["audio_sec_per_sec"])
     steps = 3 if quick else 5
-    results["peak_memory_mb_per_rank"] = {backend: peak_memory(data, work, backend, steps)
+    results["memory_mb_per_rank"] = {backend: memory_per_rank(data, work, backend, steps)
                                          for backend in ("ddp", "zero2", "zero3")}
     results["memory_model"] = "hidden 768 x 12 layers, ffn 3072, conv_dim 64 x 7 (~86 M parameters), fp32 AdamW"
     results["load_average_end"] = os.getloadavg()[0]
@@ -164,7 +167,9 @@ def print_table(r: dict) -> None:
             x = t[name]
             print(f"{name:<12}{precision:<10}{x['audio_sec_per_sec']:>10.1f}{x['padding_fraction']:>9.3f}{x['steps']:>7}")
         print(f"{'ratio':<12}{precision:<10}{t['ratio']:>10.2f}")
-    print("\npeak memory per rank (MB):", json.dumps(r["peak_memory_mb_per_rank"]))
+    print(f"\nmemory per rank (MB), {r['memory_model']}:")
+    for backend, m in r["memory_mb_per_rank"].items():
+        print(f"  {backend:<6} after training {m['after_training']}  peak {m['peak']}")
 
 
 def main(argv: list[str] | None = None) -> int:
