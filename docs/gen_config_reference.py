@@ -73,6 +73,7 @@ FALLBACK_MEANINGS = {
     "model.mask_time_length": "SpecAugment: frames per time mask",
     "model.mask_feature_prob": "SpecAugment: probability of masking feature channels",
     "model.mask_feature_length": "SpecAugment: channels per feature mask",
+    "model.do_stable_layer_norm": "pre-LN Transformer blocks (true, large-lv60's layout) or post-LN (false, base's)",
     "model.gradient_checkpointing": "recompute activations in backward: less memory, about a third more compute",
     "optimizer.name": "torch optimizer",
     "optimizer.encoder_lr": "learning rate of everything but the CTC head; null = optimizer.lr",
