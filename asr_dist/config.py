@@ -248,10 +248,14 @@ class TrainConfig:
 
 @dataclass
 class CheckpointConfig:
+    """Periodic sharded checkpoints in <run_dir>/checkpoints (asr_dist/checkpoint.py, docs/checkpoints.md)."""
+
     every_steps: int = 500  # 0 = off
-    every_minutes: float = 0.0  # 0 = off
-    keep_last: int = 2
+    every_minutes: float = 0.0  # wall time since the last save, rank 0's clock; 0 = off
+    keep_last: int = 2  # newest complete checkpoints kept (the one `latest` names always is)
     keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
+    # a failed save (disk full, permission) never touches the previous checkpoint or `latest`; then
+    # continue = log it and train on, stop = raise CheckpointSaveError on every rank
     on_save_error: Literal["continue", "stop"] = "continue"
 
     def check(self, at: str) -> None:
