@@ -254,9 +254,7 @@ class CheckpointConfig:
     every_minutes: float = 0.0  # wall time since the last save, rank 0's clock; 0 = off
     keep_last: int = 2  # newest complete checkpoints kept (the one `latest` names always is)
     keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
-    # a failed save (disk full, permission) never touches the previous checkpoint or `latest`; then
-    # continue = log it and train on, stop = raise CheckpointSaveError on every rank
-    on_save_error: Literal["continue", "stop"] = "continue"
+    on_save_error: Literal["continue", "stop"] = "continue"  # after a failed save (previous one kept): train on, or raise on every rank
 
     def check(self, at: str) -> None:
         _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = off)", self.every_steps)
