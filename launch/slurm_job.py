@@ -37,6 +37,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import submitit
+
 EVENTS_FILE = "job_events.jsonl"
 
 
@@ -44,7 +46,7 @@ class RequeueLimitReached(RuntimeError):
     """The job stopped gracefully once more than `slurm.max_requeues` allows: it ends instead of requeueing."""
 
 
-class TrainingJob:
+class TrainingJob(submitit.helpers.Checkpointable):
     """The callable submitit pickles: the resolved config as a plain dict (this module imports no torch, so
     that `asr-dist submit` stays quick). The job's result is `asr_dist.train.run`'s summary (task 0's)."""
 
@@ -55,8 +57,6 @@ class TrainingJob:
     # ------------------------------------------------------------------ running
 
     def __call__(self) -> Any:
-        import submitit
-
         env = submitit.JobEnvironment()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         distributed = setup_distributed_env(env, restarts, self.config["slurm"]["master_port"])
@@ -119,8 +119,6 @@ class TrainingJob:
         Nothing is saved here (the trainer has not started a step, and a sharded save needs every rank); the
         requeued job resumes from the last published checkpoint. Returning None makes submitit end the job.
         """
-        import submitit
-
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         events = JobEvents(self.config["train"]["run_dir"])
         step = latest_step(self.config["train"]["run_dir"])
@@ -134,7 +132,7 @@ class TrainingJob:
         self.requeued_by_submitit = True
         return submitit.helpers.DelayedSubmission(TrainingJob(self.config))
 
-    checkpoint = __submitit_checkpoint__  # older submitit versions look for `checkpoint` only
+    checkpoint = __submitit_checkpoint__  # Checkpointable's name; submitit prefers the dunder when both exist
 
 
 # ----------------------------------------------------------------------------- helpers
