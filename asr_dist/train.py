@@ -196,8 +196,7 @@ class Trainer:
                                                        and self.step in cfg.train.debug_nan_steps))
             with acc.accumulate(self.model):
                 loss = self.model(**inputs).loss.float()  # CTC sum over the micro-batch (fp32 log-softmax)
-                if not torch.isfinite(loss):
-                    nonfinite += 1
+                nonfinite += (~torch.isfinite(loss.detach())).double()  # no host sync on GPUs
                 ctc_sum += loss.detach().double()
                 acc.backward(loss * scale)
         if not acc.sync_gradients:
@@ -405,13 +404,15 @@ def run(cfg: Config) -> dict:
                 throughput.add_batch(batch["audio_seconds"], batch["padded_seconds"], data_wait / len(batches))
             stats = trainer.train_step(batches)
             losses.append(stats["loss"])
-            window_loss, window_steps = window_loss + stats["loss"], window_steps + 1
+            if not stats["skipped"]:
+                window_loss, window_steps = window_loss + stats["loss"], window_steps + 1
             step = trainer.step
             metrics.progress(loss=stats["loss"], lr=stats.get("lr/head"))
             if step % cfg.train.log_every == 0 or step == total_steps:
-                metrics.log({**stats, "loss_avg": window_loss / window_steps, **throughput.summary(accelerator),
-                             "data_wait_seconds": data_wait, "epoch_index": train_loader.epoch,
-                             "memory_mb": memory_mb()["now"]}, step, epoch())  # the main rank's
+                metrics.log({**stats, "loss_avg": window_loss / max(window_steps, 1),
+                             **throughput.summary(accelerator), "data_wait_seconds": data_wait,
+                             "epoch_index": train_loader.epoch, "memory_mb": memory_mb()["now"]},  # main rank's
+                            step, epoch())
                 window_loss, window_steps = 0.0, 0
             evaluation = None
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
