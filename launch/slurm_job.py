@@ -12,11 +12,12 @@ How submitit's signal handling and ours cooperate (see docs/slurm.md for the pic
 * So while the trainer runs, `asr_dist.stop.GracefulStop` owns SIGUSR2 and SIGTERM: the signal only sets a
   flag, all ranks agree on it at the next step boundary with one all-reduce, save together, and leave the
   trainer with `REQUEUE_EXIT_CODE`.
-* Then this module decides, identically on every rank (from SLURM_RESTART_COUNT, which Slurm increments on
-  every requeue): under `slurm.max_requeues`, global rank 0 runs `scontrol requeue` and every rank exits
-  without a result (a result file would make submitit report the job as finished); at the limit, every rank
-  raises `RequeueLimitReached`, which submitit stores as the job's error. The requeued job resumes from
-  `latest` because `train.resume=auto`.
+* Then this module decides, identically on every rank: when Slurm itself is ending the run (state no longer
+  RUNNING: `scancel`, preemption, the hard time limit) nothing is requeued from here; otherwise, under
+  `slurm.max_requeues` (counted by Slurm in SLURM_RESTART_COUNT), global rank 0 runs `scontrol requeue` and
+  every rank exits without a result (a result file would make submitit report the job as finished); at the
+  limit, every rank raises `RequeueLimitReached`, which submitit stores as the job's error. The requeued job
+  resumes from `latest` because `train.resume=auto`.
 * `checkpoint()`/`__submitit_checkpoint__` remain submitit's path for a signal that arrives before the trainer
   installed GracefulStop (while Python imports and builds the model): nothing new to save yet, so they only
   requeue the same job, which resumes from the last published checkpoint.
@@ -91,8 +92,13 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
         slurm = self.config["slurm"]
         step = latest_step(self.config["train"]["run_dir"])
-        reason = stop_reason(env.job_id, slurm["signal_delay_s"])
+        state, left = slurm_view(env.job_id)
+        reason = stop_reason(state, left, slurm["signal_delay_s"])
         events.write("stop", step=step, reason=reason, restarts=restarts)
+        if state not in (None, "RUNNING"):
+            # Slurm is ending this run itself (scancel; preemption, after which Slurm requeues by itself; the
+            # time limit): a requeue from here would undo a cancel. Leave without a result, as after a requeue.
+            sys.exit(REQUEUE_EXIT_CODE)
         if restarts >= slurm["max_requeues"]:
             message = (f"job {env.job_id} stopped at step {step} ({reason}) after {restarts} requeue(s): "
                        f"slurm.max_requeues={slurm['max_requeues']} reached, not requeued. The checkpoint is saved; "
@@ -173,23 +179,26 @@ def latest_step(run_dir: str) -> int | None:
         return None
 
 
-def stop_reason(job_id: str, signal_delay_s: int) -> str:
-    """"time limit" when the job is within reach of its end (Slurm signals on a 30 s tick), else preemption."""
-    left = time_left_s(job_id)
+def stop_reason(state: str | None, left: int | None, signal_delay_s: int) -> str:
+    """Why the trainer was told to stop, from Slurm's view of the job right after the stop."""
+    if state not in (None, "RUNNING"):
+        return f"Slurm is ending the job ({state}: scancel, preemption or the time limit); not requeued from here"
     if left is None:
         return "signal (time left unknown)"
-    if left <= signal_delay_s + 60:
+    if left <= signal_delay_s + 60:  # Slurm sends --signal on a 30 s tick
         return f"time limit ({left} s left)"
     return f"preempted or signalled ({left} s left)"
 
 
-def time_left_s(job_id: str) -> int | None:
+def slurm_view(job_id: str) -> tuple[str | None, int | None]:
+    """The job's state (RUNNING, COMPLETING after scancel, ...) and seconds left; None where squeue cannot say."""
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True,
-                             timeout=30).stdout.strip()
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %L"], capture_output=True, text=True,
+                             timeout=30).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_slurm_duration(out)
+        return None, None
+    state = out[0] if out else None
+    return state, parse_slurm_duration(out[1]) if len(out) > 1 else None
 
 
 def parse_slurm_duration(text: str) -> int | None:

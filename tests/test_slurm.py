@@ -13,6 +13,7 @@ the resumed run has time to finish. The tests then check each job's outcome:
                 first minute) -> USR2 from Slurm -> save, requeue, resume, finish
     give_up     DeepSpeed ZeRO-2, slurm.max_requeues=1, interrupted twice -> requeued once, then ends with a
                 clear message
+    cancel      plain `scancel` mid-run -> the trainer saves, the job ends CANCELLED and is not requeued
     sbatch_template  slurm/train.sbatch (srun + accelerate launch) on 2 nodes, USR2 to the batch script -> forwarded to the
                 trainers -> save, requeue by the script, resume, finish
 
@@ -173,6 +174,7 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
     runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common, "slurm.nodes=2",
                                                 "slurm.tasks_per_node=1"))
     # DeepSpeed ZeRO-2 here: each rank saves its own optimizer shard at every stop.
+    runs["cancel"] = Run("cancel", root, submit_cmd(root / "cancel", *data_overrides(tiny_shards), *common))
     runs["sbatch_template"] = SbatchRun("sbatch_template", root, *data_overrides(tiny_shards), *common)
     runs["give_up"] = Run("give_up", root, submit_cmd(root / "give_up", *data_overrides(tiny_shards), *common,
                                                       "slurm.max_requeues=1",
@@ -195,6 +197,11 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
             if len(starts) == give_up.signals_sent + 1 and last_step(give_up.run_dir) >= resumed_at + 2:
                 scancel_usr2(give_up.job_id)
                 give_up.signals_sent += 1
+        # A plain scancel (SIGTERM to every task) mid-run.
+        cancel = runs["cancel"]
+        if cancel.signals_sent == 0 and cancel.job_id and last_step(cancel.run_dir) >= 3:
+            subprocess.run(["scancel", cancel.job_id], check=True, timeout=30)
+            cancel.signals_sent = 1
         # The template's `--signal=B:USR2@N` goes to the batch script: the same as `scancel --batch`.
         template = runs["sbatch_template"]
         if template.signals_sent == 0 and last_step(template.run_dir) >= 3:
@@ -375,6 +382,22 @@ def test_job_that_keeps_stopping_ends_after_max_requeues_with_a_clear_message(jo
     state = subprocess.run(["sacct", "-n", "-X", "-j", run.job_id, "-o", "State", "--parsable2"],
                            capture_output=True, text=True).stdout.split()
     assert state[-1] == "FAILED", state
+
+
+@pytest.mark.slow
+def test_scancel_saves_and_ends_the_job_without_requeueing_it(jobs):
+    from asr_dist.checkpoint import find_checkpoint, read_meta
+
+    run = jobs["cancel"]
+    assert run.proc.returncode == 1 and "CANCELLED" in run.output, run.output[-2000:]
+    kinds = [e["event"] for e in run.events]
+    assert kinds == ["submitted", "start", "stop"], kinds
+    stop = run.events[-1]
+    assert "Slurm is ending the job" in stop["reason"] and 0 < stop["step"] < MAX_STEPS, stop
+    assert read_meta(find_checkpoint(run.run_dir))["step"] == stop["step"], "saved on SIGTERM"
+    states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", run.job_id, "-o", "State", "--parsable2"],
+                            capture_output=True, text=True).stdout.splitlines()
+    assert [s.split()[0] for s in states] == ["CANCELLED"], states  # "CANCELLED by 0": one run, not requeued
 
 
 @pytest.mark.slow
