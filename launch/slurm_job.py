@@ -12,8 +12,8 @@ How submitit's signal handling and ours cooperate (see docs/slurm.md for the pic
 * So while the trainer runs, `asr_dist.stop.GracefulStop` owns SIGUSR2 and SIGTERM: the signal only sets a
   flag, all ranks agree on it at the next step boundary with one all-reduce, save together, and leave the
   trainer with `REQUEUE_EXIT_CODE`.
-* Then this module decides, identically on every rank: when Slurm itself is ending the run (state no longer
-  RUNNING: `scancel`, preemption, the hard time limit) nothing is requeued from here; otherwise, under
+* Then this module decides on every rank: when Slurm itself is ending the run (state no longer RUNNING:
+  `scancel`, preemption, the hard time limit) nothing is requeued from here; otherwise, under
   `slurm.max_requeues` (counted by Slurm in SLURM_RESTART_COUNT), global rank 0 runs `scontrol requeue` and
   every rank exits without a result (a result file would make submitit report the job as finished); at the
   limit, every rank raises `RequeueLimitReached`, which submitit stores as the job's error. The requeued job
