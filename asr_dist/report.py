@@ -236,11 +236,11 @@ def plot_learning_rate(metrics: RunMetrics, out_dir: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     all_values: list[float] = []
-    for key in keys:
+    for key, style in zip(keys, ["-", "--", ":", "-."] * 4):  # dashes keep equal curves (same lr) visible
         steps, values = metrics.series[key]
         all_values += values
         group = key.split("/", 1)[1] if "/" in key else "all"
-        ax.plot(steps, values, linewidth=2, label=f"{group} param group")
+        ax.plot(steps, values, style, linewidth=2, label=f"{group} param group")
     log = _wide_range(all_values)
     if log:
         ax.set_yscale("log")
@@ -274,8 +274,12 @@ def plot_throughput(metrics: RunMetrics, out_dir: Path) -> Path | None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     if metrics.has("audio_sec_per_sec"):
         steps, values = metrics.series["audio_sec_per_sec"]
-        top.plot(steps, values, color="tab:purple", alpha=0.35, linewidth=1, label="per logged step")
-        top.plot(steps, _smooth(values), color="tab:purple", linewidth=2, label="running median")
+        smooth = _smooth(values)
+        if smooth is values:
+            top.plot(steps, values, color="tab:purple", linewidth=2, label="mean over each logging window")
+        else:
+            top.plot(steps, values, color="tab:purple", alpha=0.35, linewidth=1, label="mean over each logging window")
+            top.plot(steps, smooth, color="tab:purple", linewidth=2, label=f"running median of {SMOOTH_WINDOW}")
         top.legend(loc="lower right", fontsize="small")
     top.set_ylim(bottom=0)
     top.set_title("Training throughput")
