@@ -24,6 +24,7 @@ from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs, set_seed
 
 from asr_dist.checkpoint import CheckpointManager
 from asr_dist.config import CheckpointConfig
+from asr_dist.export import export_pretrained
 from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
 
 GLOBAL_BATCH = 4  # samples per optimizer step, split over the ranks
@@ -205,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--no-random-ops", action="store_true", help="no dropout/masking: compare across world sizes")
     p.add_argument("--dump-loaded", action="store_true", help="write RUN_DIR/loaded.pt right after resuming")
+    p.add_argument("--export", action="store_true", help="export_pretrained to RUN_DIR/export at the end")
     args = p.parse_args(argv)
 
     cfg = CheckpointConfig(every_steps=args.save_every, keep_last=args.keep_last, keep_best=args.keep_best,
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     code = run.train(args.steps, stop, args.step_sleep)
     if code == 0:
         run.dump(args.run_dir / "final.pt")
+    if code == 0 and args.export:
+        export_pretrained(run.accelerator, run.model, run.processor, args.run_dir / "export")
     run.accelerator.end_training()  # tears the process group down before exit
     return code
 

@@ -58,9 +58,9 @@ def test_export_errors_name_the_folder_and_the_reason(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_zero3_shards_of_two_ranks_export_to_the_gathered_weights(tmp_path):
+def test_zero3_shards_of_two_ranks_and_the_live_zero3_model_export_the_same_weights(tmp_path):
     run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
-    args = ["tests/ckpt_worker.py", str(run_dir), "--backend", "zero3", "--steps", "2", "--save-every", "2"]
+    args = ["tests/ckpt_worker.py", str(run_dir), "--backend", "zero3", "--steps", "2", "--save-every", "2", "--export"]
     assert run_ranks(args, 2, log_dir) == [0, 0], logs(log_dir)
     out = tmp_path / "exported"
     done = subprocess.run([sys.executable, "-m", "asr_dist.cli", "export", str(run_dir / "checkpoints" / "step-2"),
@@ -68,4 +68,6 @@ def test_zero3_shards_of_two_ranks_export_to_the_gathered_weights(tmp_path):
     assert done.returncode == 0, done.stderr
     shards = sorted(p.name for p in (run_dir / "checkpoints" / "step-2" / "pytorch_model").glob("*optim_states.pt"))
     assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
-    check_pipeline_folder(out, torch.load(run_dir / "final.pt")["weights"])  # gathered live by ZeRO-3
+    gathered = torch.load(run_dir / "final.pt")["weights"]  # gathered live by ZeRO-3
+    check_pipeline_folder(out, gathered)
+    check_pipeline_folder(run_dir / "export", gathered)  # export_pretrained on both ranks at the end
