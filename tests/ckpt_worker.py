@@ -11,6 +11,7 @@ RUN_DIR/seen-rank-R.jsonl (the sample indices every step consumed) on the way.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -207,11 +208,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-random-ops", action="store_true", help="no dropout/masking: compare across world sizes")
     p.add_argument("--dump-loaded", action="store_true", help="write RUN_DIR/loaded.pt right after resuming")
     p.add_argument("--export", action="store_true", help="export_pretrained to RUN_DIR/export at the end")
+    p.add_argument("--fail-save", default="", metavar="RANK:STEP",
+                   help="DeepSpeed: the save at STEP fails on RANK only (disk full while writing its ZeRO shard)")
     args = p.parse_args(argv)
 
     cfg = CheckpointConfig(every_steps=args.save_every, keep_last=args.keep_last, keep_best=args.keep_best,
                            on_save_error=args.on_save_error)
     run = TinyRun(args.run_dir, args.backend, args.hidden, not args.no_random_ops, cfg, layers=args.layers)
+    if args.fail_save:
+        rank, step = map(int, args.fail_save.split(":"))
+        if run.accelerator.process_index == rank:
+            fail_zero_shard_write(run.accelerator, step)
     stop = GracefulStop().install()
     start = run.resume(args.resume)
     if start and args.dump_loaded:
@@ -224,6 +231,20 @@ def main(argv: list[str] | None = None) -> int:
         export_pretrained(run.accelerator, run.model, run.processor, args.run_dir / "export")
     run.accelerator.end_training()  # tears the process group down before exit
     return code
+
+
+def fail_zero_shard_write(accelerator: Accelerator, step: int) -> None:
+    """Fault injection for one rank: writing its ZeRO optimizer shard of the save at `step` raises ENOSPC, inside
+    DeepSpeed's save_checkpoint (before its closing barrier), as a full local disk would on that rank alone."""
+    engine = accelerator.deepspeed_engine_wrapped.engine
+    write = engine.checkpoint_engine.save
+
+    def failing_write(state_dict, path):
+        if f".tmp-step-{step}" in str(path) and "optim_states" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device (injected on this rank)", str(path))
+        return write(state_dict, path)
+
+    engine.checkpoint_engine.save = failing_write
 
 
 if __name__ == "__main__":

@@ -139,3 +139,21 @@ def test_time_based_saves_are_due_after_every_minutes_of_wall_time(tmp_path):
     assert run.manager.due(2)
     run.save()
     assert not run.manager.due(3)  # the clock restarts at each save
+
+
+@pytest.mark.slow
+def test_a_save_failing_on_one_zero_rank_only_is_agreed_by_both_and_training_goes_on(tmp_path):
+    """Rank 1 alone cannot write its ZeRO-2 shard of step 4 (inside DeepSpeed's save, before its closing barrier):
+    no hang, neither rank publishes, both log the failure, train on and finish; `latest` stays at step 2."""
+    from ranks import logs, run_ranks
+
+    run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
+    args = ["tests/ckpt_worker.py", str(run_dir), "--backend", "zero2", "--steps", "5", "--save-every", "2",
+            "--keep-last", "5", "--fail-save", "1:4"]
+    assert run_ranks(args, 2, log_dir, timeout=240) == [0, 0], logs(log_dir)
+    root = run_dir / "checkpoints"
+    assert sorted(os.listdir(root)) == ["latest", "step-2"]
+    assert (root / "latest").read_text().strip() == "step-2"
+    assert (run_dir / "final.pt").is_file()
+    assert "No space left on device (injected on this rank)" in (log_dir / "run-rank1.log").read_text()
+    assert "checkpoint save failed, previous checkpoint kept" in (log_dir / "run-rank0.log").read_text()
