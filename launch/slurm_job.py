@@ -61,17 +61,26 @@ class TrainingJob(submitit.helpers.Checkpointable):
         env = submitit.JobEnvironment()
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
         distributed = setup_distributed_env(env, restarts, self.config["slurm"]["master_port"])
-        events = JobEvents(self.config["train"]["run_dir"], enabled=env.global_rank == 0)
+        run_dir = self.config["train"]["run_dir"]
+        events = JobEvents(run_dir, enabled=env.global_rank == 0)
+        resume = self.config["train"]["resume"]
+        if restarts and any(e["event"] == "stop" and e.get("job_id") == env.job_id and e["step"] is not None
+                            for e in read_events(run_dir)):
+            # This job saved before it was requeued: continue from that save, whatever train.resume said
+            # (with "none" or a path to another run's checkpoint, the requeued run would start over).
+            resume = "auto"
         events.write("start", job_id=env.job_id, restarts=restarts, nodes=env.num_nodes, world_size=env.num_tasks,
                      hosts=list(env.hostnames), master=f"{distributed['MASTER_ADDR']}:{distributed['MASTER_PORT']}",
-                     resume_from_step=latest_step(self.config["train"]["run_dir"]))
+                     resume=resume, resume_from_step=resume_step(resume, run_dir))
 
         from asr_dist.config import config_from_dict
         from asr_dist.stop import REQUEUE_EXIT_CODE
         from asr_dist.train import run
 
+        cfg = config_from_dict(self.config)
+        cfg.train.resume = resume
         try:
-            result = run(config_from_dict(self.config))
+            result = run(cfg)
         except SystemExit as stop:
             if stop.code != REQUEUE_EXIT_CODE:
                 if not self.requeued_by_submitit:  # submitit's handler exits (-1) right after its requeue
@@ -94,7 +103,7 @@ class TrainingJob(submitit.helpers.Checkpointable):
         step = latest_step(self.config["train"]["run_dir"])
         state, left = slurm_view(env.job_id)
         reason = stop_reason(state, left, slurm["signal_delay_s"])
-        events.write("stop", step=step, reason=reason, restarts=restarts)
+        events.write("stop", job_id=env.job_id, step=step, reason=reason, restarts=restarts)
         if state not in (None, "RUNNING"):
             # Slurm is ending this run itself (scancel; preemption, after which Slurm requeues by itself; the
             # time limit): a requeue from here would undo a cancel. Leave without a result, as after a requeue.
@@ -124,16 +133,18 @@ class TrainingJob(submitit.helpers.Checkpointable):
 
         Nothing is saved here (the trainer has not started a step, and a sharded save needs every rank); the
         requeued job resumes from the last published checkpoint. Returning None makes submitit end the job.
+        This runs inside a signal handler, quite likely in the middle of `import torch`: it must import
+        nothing (a half-imported module raises here, and the error vanishes into the interrupted import).
         """
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+        max_requeues = self.config["slurm"]["max_requeues"]
         events = JobEvents(self.config["train"]["run_dir"])
-        step = latest_step(self.config["train"]["run_dir"])
-        if restarts >= self.config["slurm"]["max_requeues"]:
-            events.write("give_up", step=step, restarts=restarts,
-                         message=f"signal before training started; slurm.max_requeues="
-                                 f"{self.config['slurm']['max_requeues']} reached, not requeued")
+        if restarts >= max_requeues:
+            events.write("give_up", step=None, restarts=restarts,
+                         message=f"signal before training started; slurm.max_requeues={max_requeues} reached, "
+                                 "not requeued")
             return None
-        events.write("requeue", step=step, requeues=restarts + 1, max_requeues=self.config["slurm"]["max_requeues"],
+        events.write("requeue", step=None, requeues=restarts + 1, max_requeues=max_requeues,
                      reason="signal before the trainer was ready (submitit requeues; resume from latest)")
         self.requeued_by_submitit = True
         return submitit.helpers.DelayedSubmission(TrainingJob(self.config))
@@ -170,13 +181,20 @@ def derive_port(job_id: str, restarts: int) -> int:
 
 
 def latest_step(run_dir: str) -> int | None:
-    """Step of the checkpoint a resume would load (None before the first save)."""
+    """Step of the run's newest complete checkpoint (None before the first save)."""
     from asr_dist.checkpoint import CheckpointError, checkpoint_step, find_checkpoint
 
     try:
         return checkpoint_step(find_checkpoint(run_dir))
     except CheckpointError:
         return None
+
+
+def resume_step(resume: str, run_dir: str) -> int | None:
+    """The step the trainer will start from for this `train.resume` (None: a fresh start)."""
+    if resume == "none":
+        return None
+    return latest_step(run_dir if resume == "auto" else resume)
 
 
 def stop_reason(state: str | None, left: int | None, signal_delay_s: int) -> str:

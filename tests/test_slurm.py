@@ -7,7 +7,7 @@ USR2 when a job is mid-run, and after the time-limit job's first requeue it rais
 the resumed run has time to finish. The tests then check each job's outcome:
 
     baseline    uninterrupted; writes the final checkpoint; its per-step losses are the reference
-    usr2        2 nodes x 1 task; `scancel --signal=USR2` during start-up (submitit's handler -> __submitit_checkpoint__ -> requeue),
+    usr2        2 nodes x 1 task, train.resume=none; `scancel --signal=USR2` during start-up (submitit's handler -> __submitit_checkpoint__ -> requeue),
                 then mid-run -> save, requeue, resume at the saved step, finish
     time_limit  --time=1 (a real time limit; data read through a slow `pipe:` so that training outlasts the
                 first minute) -> USR2 from Slurm -> save, requeue, resume, finish
@@ -170,9 +170,10 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
     _wait_for(lambda: last_step(runs["time_limit"].run_dir) >= 1 or runs["time_limit"].done(), 120,
               "the time-limit job's first step", runs)
     runs["baseline"] = Run("baseline", root, submit_cmd(root / "baseline", *data_overrides(tiny_shards), *common))
-    # Two nodes x one task: rank 1 finds rank 0 through the first host of the allocation.
+    # Two nodes x one task: rank 1 finds rank 0 through the first host of the allocation. train.resume=none:
+    # a requeued run must still continue from this job's own save.
     runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common, "slurm.nodes=2",
-                                                "slurm.tasks_per_node=1"))
+                                                "slurm.tasks_per_node=1", "train.resume=none"))
     # DeepSpeed ZeRO-2 here: each rank saves its own optimizer shard at every stop.
     runs["cancel"] = Run("cancel", root, submit_cmd(root / "cancel", *data_overrides(tiny_shards), *common))
     runs["sbatch_template"] = SbatchRun("sbatch_template", root, *data_overrides(tiny_shards), *common)
@@ -346,11 +347,11 @@ def test_usr2_mid_run_saves_requeues_and_resumes_without_losing_data(jobs):
     # The signal during start-up reached submitit's handler, which called __submitit_checkpoint__: requeued
     # without a save, and the second run starts from scratch.
     assert "before the trainer was ready" in early["reason"] and early["step"] is None
-    assert (start0["restarts"], start1["restarts"], start1["resume_from_step"]) == (0, 1, None)
+    assert (start0["restarts"], start1["restarts"], start1["resume"], start1["resume_from_step"]) == (0, 1, "none", None)
     # The signal mid-run: a graceful stop, saved by all ranks, and the third run resumes exactly there.
     assert 0 < stop["step"] < MAX_STEPS and "preempted or signalled" in stop["reason"], stop
     assert (requeue["step"], requeue["requeues"]) == (stop["step"], 2)
-    assert (start2["restarts"], start2["resume_from_step"]) == (2, stop["step"])
+    assert (start2["restarts"], start2["resume"], start2["resume_from_step"]) == (2, "auto", stop["step"])
     assert finish["step"] == MAX_STEPS
     assert "error" not in [e["event"] for e in events]
     assert {(s["nodes"], s["world_size"], len(set(s["hosts"]))) for s in (start0, start1, start2)} == {(2, 2, 2)}
