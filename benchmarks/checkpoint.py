@@ -24,7 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from ranks import logs, run_ranks  # noqa: E402  (the tests' srun-like launcher)
+from _ranks import logs, run_ranks  # noqa: E402  (the tests' srun-like launcher)
 
 WORKER = str(REPO / "tests" / "ckpt_worker.py")
 BACKENDS = ("ddp", "zero2", "zero3")

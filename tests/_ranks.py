@@ -35,14 +35,17 @@ def start_ranks(args: list[str], world: int, log_dir: Path, tag: str = "run") ->
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 300) -> list[int]:
+    """Exit codes of all ranks; after `timeout` seconds the rest are killed (a hang shows as -9, not an exception)."""
     deadline = time.monotonic() + timeout
-    codes = []
     try:
         for p in procs:
-            codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                break
     finally:
         kill_all(procs)
-    return codes
+    return [p.returncode for p in procs]
 
 
 def kill_all(procs: list[subprocess.Popen]) -> None:

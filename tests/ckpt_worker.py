@@ -1,7 +1,7 @@
 """A tiny training program for the checkpoint tests: a small Wav2Vec2ForCTC on synthetic, index-addressed data,
 driven by CheckpointManager and GracefulStop exactly as the trainer drives them.
 
-Started once per rank by tests/launch_ranks.py (like srun: RANK/WORLD_SIZE/MASTER_* in the environment),
+Started once per rank by tests/_ranks.py (like srun: RANK/WORLD_SIZE/MASTER_* in the environment),
 so that the tests see every rank's pid and exit code. Writes RUN_DIR/final.pt (consolidated weights) and
 RUN_DIR/seen-rank-R.jsonl (the sample indices every step consumed) on the way.
 

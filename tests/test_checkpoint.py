@@ -145,7 +145,7 @@ def test_time_based_saves_are_due_after_every_minutes_of_wall_time(tmp_path):
 def test_a_save_failing_on_one_zero_rank_only_is_agreed_by_both_and_training_goes_on(tmp_path):
     """Rank 1 alone cannot write its ZeRO-2 shard of step 4 (inside DeepSpeed's save, before its closing barrier):
     no hang, neither rank publishes, both log the failure, train on and finish; `latest` stays at step 2."""
-    from ranks import logs, run_ranks
+    from _ranks import logs, run_ranks
 
     run_dir, log_dir = tmp_path / "run", tmp_path / "logs"
     args = ["tests/ckpt_worker.py", str(run_dir), "--backend", "zero2", "--steps", "5", "--save-every", "2",

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from asr_dist.config import CheckpointConfig
 from asr_dist.export import export_pretrained, main
 from ckpt_worker import TinyRun, sample
-from ranks import REPO, logs, run_ranks
+from _ranks import REPO, logs, run_ranks
 
 
 def check_pipeline_folder(out, expected: dict[str, torch.Tensor]) -> None:

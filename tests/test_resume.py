@@ -14,7 +14,7 @@ import torch
 
 from asr_dist.checkpoint import COMPLETE, CheckpointError, checkpoint_step, find_checkpoint, read_meta
 from asr_dist.export import consolidated_state_dict
-from ranks import kill_all, logs, run_ranks, start_ranks
+from _ranks import kill_all, logs, run_ranks, start_ranks
 
 pytestmark = pytest.mark.slow
 WORKER = "tests/ckpt_worker.py"
@@ -152,7 +152,7 @@ def test_trainer_stops_on_sigusr2_survives_kill_9_mid_save_and_ends_bit_identica
     and its data position equal those of an uninterrupted run."""
     from safetensors.torch import load_file
 
-    from ranks import wait_all
+    from _ranks import wait_all
     from asr_dist.stop import REQUEUE_EXIT_CODE
 
     log_dir, steps = tmp_path / "logs", "train.max_steps=10"

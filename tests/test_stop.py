@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState
 
 from asr_dist.checkpoint import COMPLETE, find_checkpoint, read_meta
 from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
-from ranks import logs, run_ranks, start_ranks, wait_all
+from _ranks import logs, run_ranks, start_ranks, wait_all
 
 WORKER = "tests/ckpt_worker.py"
 
