@@ -159,6 +159,23 @@ def test_deepspeed_bf16_trains(tiny_shards, tmp_path):
     (["freezing.lower_layers=5"], "freezing.lower_layers"),
 ])
 def test_bad_config_fails_before_any_work(overrides, message, tmp_path, capsys):
+    _assert_refused(overrides, message, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("text, message", [
+    (json.dumps({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}),
+     "zero_force_ds_cpu_optimizer"),
+    (json.dumps({"zero_optimization": {"stage": 2}, "optimizer": {"type": "AdamW"}}), "'optimizer' block"),
+    (json.dumps({"train_batch_size": 8}), "zero_optimization section"),
+    ("{stage: 3", "cannot be read as JSON"),
+])
+def test_bad_deepspeed_json_fails_before_any_work(text, message, tmp_path, capsys):
+    path = tmp_path / "ds.json"
+    path.write_text(text)
+    _assert_refused([f"train.deepspeed_config={path}"], message, tmp_path, capsys)
+
+
+def _assert_refused(overrides, message, tmp_path, capsys):
     import torch.distributed as dist
 
     from asr_dist.train import main
