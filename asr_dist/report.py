@@ -6,11 +6,13 @@ going:
                           "audio_sec_per_sec", "padding_fraction", ...; eval lines carry "eval/wer", "eval/cer", ...)
   RUN_DIR/config.yaml     the resolved config
   RUN_DIR/eval.json       the final evaluation (optional; else the last eval line of metrics.jsonl)
+  RUN_DIR/summary.json    the trainer's summary: exit code, memory per rank (optional)
 and writes RUN_DIR/report.md and RUN_DIR/report/*.png. Every key is optional: a plot whose metrics were not
 logged is left out, and a truncated last line (a killed run) is ignored.
 
-A resumed run logs some steps twice (from the checkpoint's step up to where it died): the later value wins,
-and the resume points are drawn as dotted vertical lines.
+A resume shows in metrics.jsonl as a new process ("elapsed" starts again); the plots mark it with a dotted
+vertical line. MetricsLogger drops the lines the resumed run will log again; in a file that still has them,
+the later value of a step wins.
 """
 
 from __future__ import annotations
@@ -346,7 +348,16 @@ def _mean(metrics: RunMetrics, key: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tuple[str, str]]:
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The trainer's RUN_DIR/summary.json (steps, exit code, memory per rank), or {} when absent or unreadable."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any], summary: dict[str, Any]) -> list[tuple[str, str]]:
     steps = [s for k in metrics.series for s in metrics.series[k][0]]
     rows = [
         ("optimizer steps", _fmt(max(steps) if steps else None)),
@@ -366,6 +377,12 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any]) -> list[tupl
     ]
     if metrics.resumed_at:
         rows.insert(3, ("wall time (downtime between restarts included)", _duration(metrics.wall_seconds)))
+    if summary.get("stopped"):
+        rows.insert(0, ("state", f"stopped early to be resumed (exit code {summary.get('exit_code')})"))
+    for key, label in (("training_memory_mb", "memory per rank after training (MB)"),
+                       ("peak_memory_mb", "peak memory per rank (MB)")):
+        if isinstance(summary.get(key), list) and summary[key]:
+            rows.append((label, ", ".join(f"{v:.0f}" for v in summary[key] if isinstance(v, (int, float)))))
     skipped_key = next((k for k in ("skipped_total", "skipped_updates", "skipped") if metrics.has(k)), None)
     if skipped_key:
         values = metrics.series[skipped_key][1]
@@ -423,7 +440,7 @@ def write_report(run_dir: str | Path) -> Path:
     ]
 
     lines = [f"# Run report: {run_dir.resolve().name}", "", "| | |", "|---|---|"]
-    lines += [f"| {name} | {value} |" for name, value in _summary_rows(metrics, eval_result)]
+    lines += [f"| {name} | {value} |" for name, value in _summary_rows(metrics, eval_result, read_summary(run_dir))]
     lines.append("")
     lines += _eval_section(eval_result)
     lines += ["## Plots", ""]

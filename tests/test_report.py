@@ -221,6 +221,8 @@ def test_report_on_a_real_training_run(tiny_shards, tmp_path):
     for name, subset in saved["subsets"].items():
         assert f"| {name} | {100 * subset['wer']:.2f}% | {100 * subset['cer']:.2f}% | {subset['num_samples']} |" in text
     assert "| optimizer steps | 6 |" in text and "| resumes | 0 |" in text
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"| peak memory per rank (MB) | {summary['peak_memory_mb'][0]:.0f} |" in text
     metrics = read_metrics(run_dir / "metrics.jsonl")
     assert metrics.keys("lr/") == ["lr/encoder", "lr/head"]
     assert metrics.series["eval/wer"][0] == [3, 6]
