@@ -9,8 +9,8 @@ rank 0's first micro-batch of update 5 (train.debug_nan_steps=[4]). Then:
   - the encoder lr is 0 for the first 3 updates, then follows the schedule;
   - eval.json (WER/CER, per speaker) and a loadable export/ are written;
   - ZeRO-2 and ZeRO-3 losses equal DDP's update by update (float32, tolerance 1e-4 relative).
-Plus a bf16 run under DeepSpeed (inputs cast by hand) and a bad configuration that must fail before any
-process group or model exists.
+Plus bf16 runs (DeepSpeed with inputs cast by hand; DDP autocast with layerdrop) and bad configurations that
+must fail before any process group or model exists.
 """
 
 from __future__ import annotations
@@ -141,12 +141,15 @@ def test_zero_losses_match_ddp(backend, scenario_runs):
 
 
 @pytest.mark.slow
-def test_deepspeed_bf16_trains(tiny_shards, tmp_path):
-    """DeepSpeed bf16 keeps bf16 weights and gets no autocast: the trainer casts the inputs itself."""
+@pytest.mark.parametrize("backend, extra, weights", [
+    ("zero2", [], "torch.bfloat16"),  # DeepSpeed bf16: bf16 weights, no autocast, inputs cast by hand
+    ("ddp", ["model.layerdrop=0.3"], "torch.float32"),  # autocast; layerdrop needs find_unused_parameters
+])
+def test_bf16_trains(backend, extra, weights, tiny_shards, tmp_path):
     run_dir = tmp_path / "run"
-    proc = launch("zero2", run_dir, tiny_shards, ["train.max_steps=6", "train.mixed_precision=bf16"])
+    proc = launch(backend, run_dir, tiny_shards, ["train.max_steps=6", "train.mixed_precision=bf16", *extra])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "weights in torch.bfloat16" in proc.stdout + proc.stderr  # DeepSpeed's bf16 engine, not autocast
+    assert f"weights in {weights}" in proc.stdout + proc.stderr
     losses = [r["loss"] for r in train_rows(run_dir)]
     assert all(x is not None and math.isfinite(x) for x in losses)
     assert losses[-1] < 0.8 * losses[0], losses
