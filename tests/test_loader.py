@@ -285,3 +285,24 @@ def test_silence_stand_in_batch_trains_without_targets():
     assert batch["keys"] == [] and batch["audio_seconds"] == 0.0 and (batch["labels"] != -100).sum() == 0
     out = model(input_values=batch["input_values"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     assert torch.isfinite(out.loss)
+
+
+def test_pipe_command_survives_slurms_stop_signal():
+    """Slurm signals every process of the job step: a `pipe:` shard command must outlive SIGUSR2/SIGTERM
+    so that the trainer's graceful stop is not turned into a shard-read crash."""
+    import os
+    import signal
+
+    from webdataset.gopen import gopen
+
+    from asr_dist.data.loader import _open_pipe
+
+    plain = gopen("pipe:sleep 1; printf hello")
+    os.kill(plain.proc.pid, signal.SIGUSR2)
+    assert plain.proc.wait() != 0  # webdataset's own opener: the command dies of the signal
+
+    ours = _open_pipe("pipe:sleep 1; printf hello")
+    os.kill(ours.proc.pid, signal.SIGUSR2)
+    os.kill(ours.proc.pid, signal.SIGTERM)
+    assert ours.stream.read() == b"hello"
+    assert ours.proc.wait() == 0

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import signal
 import tarfile
 import time
 from collections import defaultdict
@@ -29,7 +30,7 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from webdataset.gopen import gopen
+from webdataset.gopen import Pipe, gopen
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from asr_dist.data.augment import Augmenter
@@ -57,7 +58,7 @@ def read_members(url: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
     found: dict[str, dict[str, bytes]] = defaultdict(dict)
     complete, stopped_early = 0, False
     try:
-        stream = gopen(url)
+        stream = _open_pipe(url) if url.startswith("pipe:") else gopen(url)
     except Exception as exc:  # noqa: BLE001 - any opener failure is reported with the file name
         raise ShardReadError(f"{url}: cannot open shard: {exc}") from exc
     try:
@@ -80,6 +81,22 @@ def read_members(url: str, keys: set[str]) -> dict[str, dict[str, bytes]]:
             if not stopped_early:  # after an early stop the command may just have lost its reader (SIGPIPE)
                 raise ShardReadError(f"{url}: cannot read shard: {exc}") from exc
     return found
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _open_pipe(url: str) -> Pipe:
+    """webdataset's `pipe:` opener, except that the command ignores SIGUSR2/SIGTERM.
+
+    Slurm sends its stop signal to every process of the job step; a `curl`/`aws s3 cp` that died of it
+    would turn the trainer's graceful stop into a shard-read crash. An ignored signal stays ignored across
+    the shell's exec, so the command keeps streaming while the trainer saves at the next step boundary.
+    """
+    return Pipe(url[len("pipe:"):], mode="rb", shell=True, bufsize=8192, ignore_status=[141],
+                preexec_fn=_ignore_stop_signals)
 
 
 def decode_flac(data: bytes, sample_rate: int) -> np.ndarray:
