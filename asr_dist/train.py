@@ -74,6 +74,9 @@ def read_deepspeed_config(cfg: Config) -> dict | None:
 
 def check_launch(cfg: Config, ds_config: dict | None) -> None:
     """Combinations that only fail deep inside DDP/DeepSpeed (or silently): refuse them up front."""
+    if not cfg.data.train_shards:
+        raise ConfigError("data.train_shards = '' is not allowed for training; expected the shard folder written "
+                          "by `asr-dist prepare` (with index.json)")
     stage = int(ds_config["zero_optimization"].get("stage", 0)) if ds_config is not None else None
     if cfg.model.layerdrop > 0 and stage in (0, 1, 2):
         raise ConfigError(f"model.layerdrop = {cfg.model.layerdrop} is not allowed with DeepSpeed ZeRO-{stage} "

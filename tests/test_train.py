@@ -160,6 +160,7 @@ def test_bf16_trains(backend, extra, weights, tiny_shards, tmp_path):
     (["optimizer.lr=-1"], "optimizer.lr"),
     (["train.grad_acum=2"], "train.grad_acum"),
     (["freezing.lower_layers=5"], "freezing.lower_layers"),
+    (["data.train_shards="], "data.train_shards"),
 ])
 def test_bad_config_fails_before_any_work(overrides, message, tmp_path, capsys):
     _assert_refused(overrides, message, tmp_path, capsys)
