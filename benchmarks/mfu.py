@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -129,11 +130,17 @@ def run(quick: bool = False, trainer_audio_sec_per_sec_bf16: float | None = None
     batch_size, seconds = (4, 4.0) if quick else (8, 4.0)
     peak_size, peak_time = (1024, 1.0) if quick else (2048, 3.0)
     steps = 2 if quick else 5
+    load_start = os.getloadavg()[0]
     peak_fp32 = matmul_peak_flops(torch.float32, peak_size, peak_time)
     peak_bf16 = matmul_peak_flops(torch.bfloat16, peak_size, peak_time)
     flops_per_audio_s, fwd_per_audio_s = train_flops_per_audio_second(cfg, batch_size, seconds)
     speed_fp32 = train_audio_seconds_per_second(cfg, batch_size, seconds, bf16=False, steps=steps)
     speed_bf16 = train_audio_seconds_per_second(cfg, batch_size, seconds, bf16=True, steps=steps)
+    # The peak is a property of the machine: measured again at the end, the better of the two counts (other
+    # processes' load only ever lowers it).
+    peak_fp32 = max(peak_fp32, matmul_peak_flops(torch.float32, peak_size, peak_time))
+    peak_bf16 = max(peak_bf16, matmul_peak_flops(torch.bfloat16, peak_size, peak_time))
+    load = max(load_start, os.getloadavg()[0])
     result = {
         "model_config": source,
         "feature_encoder_trained": not cfg.freezing.feature_encoder,
@@ -153,6 +160,12 @@ def run(quick: bool = False, trainer_audio_sec_per_sec_bf16: float | None = None
         if speed:
             result[f"trainer_audio_sec_per_sec_{precision}"] = speed
             result[f"mfu_trainer_{precision}"] = speed * flops_per_audio_s / peak
+    result["load_average_1min"] = round(load, 2)
+    cores = len(os.sched_getaffinity(0))
+    if load > cores or any(v > 1 for k, v in result.items() if k.startswith("mfu_")):
+        result["warning"] = (f"machine busy (load {load:.1f} on {cores} cores) or loaded differently while the "
+                             "trainer's speed was measured: the peak and the speeds are not comparable, rerun on a "
+                             "quiet machine")
     return result
 
 
