@@ -229,7 +229,7 @@ def write_results(results: dict[str, dict], info: dict[str, Any], quick: bool, o
     for name, result in results.items():
         detail = result["status"] if result["status"] == "ok" else f"**{result['status']}**: {format_value(result['error'])}"
         loads = result.get("load_average_1min", [])
-        load = " / ".join(f"{x:.1f}" for x in loads) + (" (busy: timings unreliable)" if loads and max(loads) > info["cores"] else "")
+        load = " / ".join(f"{x:.1f}" for x in loads) + (" (busy: timings unreliable)" if loads and max(loads) > info["cores"] + 1 else "")
         lines.append(f"| {name} | {detail} | {result['seconds']:.0f} s | {load} |")
     lines.append("")
     headlines = headline_rows(results)
