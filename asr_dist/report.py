@@ -257,10 +257,10 @@ def plot_error_rates(metrics: RunMetrics, out_dir: Path) -> Path | None:
     if not metrics.has("eval/wer") and not metrics.has("eval/cer"):
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, color, label in (("eval/wer", "tab:red", "WER"), ("eval/cer", "tab:green", "CER")):
-        if metrics.has(key):
+    for key, color, style, label in (("eval/wer", "tab:red", "o-", "WER"), ("eval/cer", "tab:green", "s--", "CER")):
+        if metrics.has(key):  # different markers and dashes: equal curves (both 100% early on) stay visible
             steps, values = metrics.series[key]
-            ax.plot(steps, [100 * v for v in values], "o-", color=color, label=label)
+            ax.plot(steps, [100 * v for v in values], style, color=color, label=label)
             ax.annotate(f"{100 * values[-1]:.1f}%", (steps[-1], 100 * values[-1]), textcoords="offset points",
                         xytext=(4, 4), fontsize="small", color=color)
     ax.set_ylim(bottom=0)
