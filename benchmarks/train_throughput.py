@@ -141,7 +141,11 @@ def memory_per_rank(shards: Path, work: Path, backend: str, steps: int) -> dict:
 
 
 def run(quick: bool = False, shards: str = "") -> dict:
-    work = Path(tempfile.mkdtemp(prefix="asr_dist_train_bench_"))
+    with tempfile.TemporaryDirectory(prefix="asr_dist_train_bench_") as work:  # ~1 GB of runs and corpus
+        return _run(quick, shards, Path(work))
+
+
+def _run(quick: bool, shards: str, work: Path) -> dict:
     started = time.time()
     if shards:
         data = Path(shards)
