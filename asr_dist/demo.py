@@ -40,7 +40,7 @@ class DemoPlan:
     seed: int = 0
     source_hours: float = 1.5
     new_hours: float = 0.4
-    base_steps: int = 1200
+    base_steps: int = 1000
     finetune_steps: int = 300
     kill_at_step: int = 150
     accelerate_config: str = "configs/accelerate/deepspeed_zero2.yaml"
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"train.max_steps={plan.finetune_steps}", "eval.subset_field=speaker"]
     finetune_cmd = accelerate_train(plan, [*common, *new_domain, f"train.run_dir={finetune}",
                                            f"model.pretrained={base / 'export'}", "schedule.name=exponential",
+                                           "optimizer.lr=1e-3", "schedule.gamma=0.995",
                                            "freezing.feature_encoder=true", "freezing.lower_layers=1"])
     resumed_from = 0
     if not (finetune / "export" / "config.json").exists():
