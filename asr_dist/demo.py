@@ -40,7 +40,7 @@ class DemoPlan:
     seed: int = 0
     source_hours: float = 1.5
     new_hours: float = 0.4
-    base_steps: int = 1000
+    base_steps: int = 800
     finetune_steps: int = 300
     kill_at_step: int = 150
     accelerate_config: str = "configs/accelerate/deepspeed_zero2.yaml"
