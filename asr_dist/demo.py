@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     new_domain = [f"data.train_shards={shards / 'new-train'}", f"data.eval_shards={shards / 'new-dev'}",
                   f"train.max_steps={plan.finetune_steps}", "eval.subset_field=speaker"]
     finetune_cmd = accelerate_train(plan, [*common, *new_domain, f"train.run_dir={finetune}",
-                                           f"model.pretrained={base / 'export'}", "schedule.name=exponential",
+                                           f"model.pretrained={base / 'export'}", "model.keep_pretrained_head=true",
+                                           "schedule.name=exponential",
                                            "optimizer.lr=1e-3", "schedule.gamma=0.995",
                                            "freezing.feature_encoder=true", "freezing.lower_layers=1"])
     resumed_from = 0
