@@ -132,6 +132,14 @@ def find_checkpoint(where: str | Path) -> Path:
     raise CheckpointError(f"{where} is neither a complete checkpoint nor a run/checkpoints folder holding one")
 
 
+def latest_step(run_dir: str | Path) -> int | None:
+    """Step of the run's newest complete checkpoint (None before the first save)."""
+    try:
+        return checkpoint_step(find_checkpoint(run_dir))
+    except CheckpointError:
+        return None
+
+
 def _latest_in(root: Path) -> Path | None:
     """The checkpoint `latest` names when it is complete, else the newest complete step-N folder."""
     pointer = root / LATEST

@@ -83,12 +83,10 @@ def shard(plan: DemoPlan, source: Path, new: Path) -> Path:
 
 
 def latest_step(run_dir: Path) -> int:
-    """Step of the newest complete checkpoint, read from the run's metrics log (0 when none)."""
-    pointer = run_dir / "checkpoints" / "latest"
-    if not pointer.exists():
-        return 0
-    name = pointer.read_text().strip()
-    return int(name.rsplit("-", 1)[-1]) if name.rsplit("-", 1)[-1].isdigit() else 0
+    """Step of the run's newest complete checkpoint (0 when none)."""
+    from asr_dist.checkpoint import latest_step as newest
+
+    return newest(run_dir) or 0
 
 
 def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:

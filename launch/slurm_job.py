@@ -181,13 +181,10 @@ def derive_port(job_id: str, restarts: int) -> int:
 
 
 def latest_step(run_dir: str) -> int | None:
-    """Step of the run's newest complete checkpoint (None before the first save)."""
-    from asr_dist.checkpoint import CheckpointError, checkpoint_step, find_checkpoint
+    """asr_dist.checkpoint.latest_step, imported only when needed (this module loads before torch)."""
+    from asr_dist.checkpoint import latest_step as newest
 
-    try:
-        return checkpoint_step(find_checkpoint(run_dir))
-    except CheckpointError:
-        return None
+    return newest(run_dir)
 
 
 def resume_step(resume: str, run_dir: str) -> int | None:
