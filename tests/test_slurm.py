@@ -274,7 +274,11 @@ def assert_resumed_where_it_stopped(run: Run, reason: str) -> None:
     i = kinds.index("stop")
     stop, requeue, start = events[i:i + 3]
     assert 0 < stop["step"] < MAX_STEPS and reason in stop["reason"], stop
-    assert (requeue["event"], requeue["step"], requeue["requeues"]) == ("requeue", stop["step"], stop["restarts"] + 1)
+    # Near a real time limit `scontrol requeue` can report a failure (empty message) although Slurm does requeue
+    # the job (seen once in ~10 runs); what must hold is that the job came back and resumed at the saved step.
+    assert requeue["event"] in ("requeue", "requeue_failed") and requeue["step"] == stop["step"], requeue
+    if requeue["event"] == "requeue":
+        assert requeue["requeues"] == stop["restarts"] + 1, requeue
     assert (start["event"], start["restarts"], start["resume_from_step"]) == ("start", stop["restarts"] + 1,
                                                                             stop["step"]), start
     assert events[-1]["step"] == MAX_STEPS
