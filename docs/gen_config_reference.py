@@ -87,7 +87,9 @@ FALLBACK_MEANINGS = {
     "train.seed": "seeds the model init (same on every rank), the epoch plan (data order) and augmentation",
     "train.max_epochs": "training also stops after this many passes over the data, whichever comes first",
     "train.grad_accum": "micro-batches per optimizer update (per rank)",
-    "train.mixed_precision": "bf16 autocast for the model; the CTC loss always runs in fp32",
+    "train.mixed_precision": "bf16: autocast with fp32 master weights (DDP and DeepSpeed's torch_autocast); "
+                             "bf16_weights: DeepSpeed's bf16 mode (bf16 weights, fp32 copies in the optimizer; "
+                             "DeepSpeed only). The CTC loss always runs in fp32",
     "train.log_every": "optimizer steps between metrics.jsonl / TensorBoard lines",
     "checkpoint.keep_last": "complete checkpoints kept; older ones are deleted after a successful save",
     "checkpoint.on_save_error": "a failed save (disk full, permissions): log it and train on, or stop the run",

@@ -239,6 +239,26 @@ def test_batch_contract_on_real_speech(tiny_shards):
     assert seen == len(index)
 
 
+def test_padding_to_a_multiple_only_adds_zeros(tiny_shards):
+    """data.pad_to_multiple_seconds: lengths become multiples (shapes repeat); the real samples are untouched."""
+    processor = load_processor(tiny_shards.processor)
+    base = dict(train_shards=str(tiny_shards.train), max_batch_seconds=12.0, max_batch_samples=4, max_duration=6.0,
+                num_workers=0)
+    (plain,) = loaders(DataConfig(**base), processor, 1)
+    (rounded,) = loaders(DataConfig(**base, pad_to_multiple_seconds=0.25), processor, 1)
+    batches = 0
+    for a, b in zip(plain, rounded, strict=True):
+        assert a["keys"] == b["keys"]
+        T, R = a["input_values"].shape[1], b["input_values"].shape[1]
+        assert R % 4000 == 0 and T <= R < T + 4000
+        assert torch.equal(b["input_values"][:, :T], a["input_values"]) and torch.all(b["input_values"][:, T:] == 0)
+        assert torch.equal(b["attention_mask"][:, :T], a["attention_mask"]) and b["attention_mask"][:, T:].sum() == 0
+        assert torch.equal(b["labels"], a["labels"]) and b["audio_seconds"] == a["audio_seconds"]
+        assert b["padded_seconds"] == b["input_values"].numel() / 16000
+        batches += 1
+    assert batches > 1
+
+
 def test_decode_guards_rate_and_channels():
     from _shard_factory import flac_bytes
     import io

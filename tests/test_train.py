@@ -142,12 +142,13 @@ def test_zero_losses_match_ddp(backend, scenario_runs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, extra, weights", [
-    ("zero2", [], "torch.bfloat16"),  # DeepSpeed bf16: bf16 weights, no autocast, inputs cast by hand
-    ("ddp", ["model.layerdrop=0.3"], "torch.float32"),  # autocast; layerdrop needs find_unused_parameters
+    ("zero2", ["train.mixed_precision=bf16"], "torch.float32"),  # DeepSpeed's torch_autocast, fp32 masters
+    ("zero2", ["train.mixed_precision=bf16_weights"], "torch.bfloat16"),  # bf16 weights, inputs cast by hand
+    ("ddp", ["train.mixed_precision=bf16", "model.layerdrop=0.3"], "torch.float32"),  # autocast; layerdrop
 ])
 def test_bf16_trains(backend, extra, weights, tiny_shards, tmp_path):
     run_dir = tmp_path / "run"
-    proc = launch(backend, run_dir, tiny_shards, ["train.max_steps=6", "train.mixed_precision=bf16", *extra])
+    proc = launch(backend, run_dir, tiny_shards, ["train.max_steps=6", *extra])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"weights in {weights}" in proc.stdout + proc.stderr
     losses = [r["loss"] for r in train_rows(run_dir)]
@@ -158,6 +159,7 @@ def test_bf16_trains(backend, extra, weights, tiny_shards, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["model.layerdrop=0.1", f"train.deepspeed_config={REPO}/configs/deepspeed/zero2.json"], "model.layerdrop"),
     (["optimizer.lr=-1"], "optimizer.lr"),
+    (["train.mixed_precision=bf16_weights"], "train.mixed_precision"),  # DeepSpeed only
     (["train.grad_acum=2"], "train.grad_acum"),
     (["freezing.lower_layers=5"], "freezing.lower_layers"),
     (["data.train_shards="], "data.train_shards"),

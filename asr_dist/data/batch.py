@@ -36,10 +36,12 @@ class DecodedSample:
     meta: dict
 
 
-def collate(samples: list[DecodedSample], processor, sample_rate: int) -> Batch:
+def collate(samples: list[DecodedSample], processor, sample_rate: int, pad_multiple: int = 0) -> Batch:
+    """`pad_multiple` > 0 pads the batch's length up to a multiple of that many samples (see
+    DataConfig.pad_to_multiple_seconds: repeated shapes let the kernels be reused)."""
     features = processor.feature_extractor(
         [s.wave for s in samples], sampling_rate=sample_rate, padding="longest",
-        return_attention_mask=True, return_tensors="np")
+        pad_to_multiple_of=pad_multiple or None, return_attention_mask=True, return_tensors="np")
     input_values = torch.from_numpy(np.asarray(features["input_values"], dtype=np.float32))
     attention_mask = torch.from_numpy(np.asarray(features["attention_mask"], dtype=np.int64))
     ids = processor.tokenizer([s.text for s in samples])["input_ids"]

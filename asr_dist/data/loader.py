@@ -117,9 +117,10 @@ class _PlannedBatchStream(IterableDataset):
     """Yields (position, batch, skipped) for this DataLoader worker's share of the rank's batches."""
 
     def __init__(self, batches: list[PlannedBatch], index: DatasetIndex, processor, augmenter: Augmenter | None,
-                 *, epoch: int, sample_rate: int, tolerate_missing_shards: bool):
+                 *, epoch: int, sample_rate: int, tolerate_missing_shards: bool, pad_multiple: int = 0):
         self.batches, self.index, self.processor, self.augmenter = batches, index, processor, augmenter
         self.epoch, self.sample_rate, self.tolerate = epoch, sample_rate, tolerate_missing_shards
+        self.pad_multiple = pad_multiple
         self.info = {s.key: (s, shard.name) for shard in index.shards for s in shard.samples}
 
     def __iter__(self):
@@ -177,7 +178,7 @@ class _PlannedBatchStream(IterableDataset):
             samples.append(DecodedSample(s.key, wave, info.text, meta))
         if not samples:  # e.g. a one-sample batch whose member is corrupt: keep the step, without data
             return j, silence_batch(self.processor, self.sample_rate), skipped
-        return j, collate(samples, self.processor, self.sample_rate), skipped
+        return j, collate(samples, self.processor, self.sample_rate, self.pad_multiple), skipped
 
 
 def silence_batch(processor, sample_rate: int) -> Batch:
@@ -246,12 +247,13 @@ class TrainLoader:
 
     def __init__(self, index: DatasetIndex, rules: BatchRules, processor, augmenter: Augmenter, *, seed: int,
                  rank: int, world_size: int, grad_accum: int, num_workers: int, sample_rate: int,
-                 tolerate_missing_shards: bool = False):
+                 tolerate_missing_shards: bool = False, pad_multiple: int = 0):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.index, self.rules, self.processor, self.augmenter = index, rules, processor, augmenter
         self.seed, self.rank, self.world_size, self.grad_accum = seed, rank, world_size, grad_accum
         self.num_workers, self.sample_rate, self.tolerate = num_workers, sample_rate, tolerate_missing_shards
+        self.pad_multiple = pad_multiple
         self.position = EpochPosition(0, 0, world_size, grad_accum)
         self.stats = PipelineStats()
         self._plan_cache: tuple[int, list[PlannedBatch]] | None = None
@@ -287,7 +289,7 @@ class TrainLoader:
             self._next_epoch()
         dataset = _PlannedBatchStream(self.remaining(), self.index, self.processor, self.augmenter,
                                       epoch=self.epoch, sample_rate=self.sample_rate,
-                                      tolerate_missing_shards=self.tolerate)
+                                      tolerate_missing_shards=self.tolerate, pad_multiple=self.pad_multiple)
         for batch in _stream_batches(dataset, self.num_workers, self.stats):
             self.position.batches_consumed += self.position.layout[0]
             yield batch
@@ -338,9 +340,9 @@ class EvalLoader:
     """
 
     def __init__(self, index: DatasetIndex, rules: BatchRules, processor, *, rank: int, world_size: int,
-                 num_workers: int, sample_rate: int, tolerate_missing_shards: bool = False):
+                 num_workers: int, sample_rate: int, tolerate_missing_shards: bool = False, pad_multiple: int = 0):
         self.index, self.processor, self.num_workers, self.sample_rate = index, processor, num_workers, sample_rate
-        self.tolerate = tolerate_missing_shards
+        self.tolerate, self.pad_multiple = tolerate_missing_shards, pad_multiple
         self.batches = plan_eval(index, rules, world_size=world_size)[rank::world_size]
         self.stats = PipelineStats()
 
@@ -353,7 +355,8 @@ class EvalLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         dataset = _PlannedBatchStream(self.batches, self.index, self.processor, None, epoch=0,
-                                      sample_rate=self.sample_rate, tolerate_missing_shards=self.tolerate)
+                                      sample_rate=self.sample_rate, tolerate_missing_shards=self.tolerate,
+                                      pad_multiple=self.pad_multiple)
         yield from _stream_batches(dataset, self.num_workers, self.stats)
 
 
@@ -369,7 +372,8 @@ def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size:
     augmenter = Augmenter(data_cfg.augment, seed=seed, sample_rate=data_cfg.sample_rate)
     return TrainLoader(index, BatchRules.from_config(data_cfg), processor, augmenter, seed=seed, rank=rank,
                        world_size=world_size, grad_accum=grad_accum, num_workers=data_cfg.num_workers,
-                       sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards)
+                       sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards,
+                       pad_multiple=_pad_multiple(data_cfg))
 
 
 def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int) -> EvalLoader:
@@ -378,4 +382,9 @@ def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int) -> Eva
     rules = BatchRules.from_config(data_cfg)
     rules = BatchRules(**{**rules.__dict__, "min_duration": 0.0, "max_duration": math.inf})  # evaluate everything
     return EvalLoader(index, rules, processor, rank=rank, world_size=world_size, num_workers=data_cfg.num_workers,
-                      sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards)
+                      sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards,
+                      pad_multiple=_pad_multiple(data_cfg))
+
+
+def _pad_multiple(data_cfg) -> int:
+    return round(data_cfg.pad_to_multiple_seconds * data_cfg.sample_rate)
