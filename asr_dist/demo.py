@@ -6,7 +6,8 @@ The story:
   2. write both to WebDataset shards (vocabulary from the source training transcripts);
   3. stage (a): train a small wav2vec2-CTC base model on the source domain
      (`accelerate launch`, 2 processes, DeepSpeed ZeRO-2, gradient accumulation);
-  4. stage (b): fine-tune it on the new domain with partial freezing and an exponential-decay schedule; halfway
+  4. stage (b): fine-tune it on the new domain with partial freezing (the encoder frozen for the first 50 updates,
+     only the CTC head learning: fairseq's freeze_finetune_updates) and an exponential-decay schedule; halfway
      through, the demo SIGKILLs the job and resumes it from its sharded checkpoint;
   5. train the same model from scratch on the new domain for the same number of steps, for comparison;
   6. export, transcribe a few files with `transformers.pipeline`, and print the results table.
@@ -39,10 +40,10 @@ class DemoPlan:
     out: Path = ROOT / "runs" / "demo"
     seed: int = 0
     source_hours: float = 1.5
-    new_hours: float = 0.4
-    base_steps: int = 800
-    finetune_steps: int = 300
-    kill_at_step: int = 150
+    new_hours: float = 1.2
+    base_steps: int = 1600
+    finetune_steps: int = 400
+    kill_at_step: int = 200
     accelerate_config: str = "configs/accelerate/deepspeed_zero2.yaml"
     train_config: str = "configs/train/demo.yaml"
 
@@ -133,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"train.max_steps={plan.finetune_steps}", "eval.subset_field=speaker"]
     finetune_cmd = accelerate_train(plan, [*common, *new_domain, f"train.run_dir={finetune}",
                                            f"model.pretrained={base / 'export'}", "model.keep_pretrained_head=true",
-                                           "schedule.name=exponential",
-                                           "optimizer.lr=1e-3", "schedule.gamma=0.995",
-                                           "freezing.feature_encoder=true", "freezing.lower_layers=1"])
-    resumed_from = 0
+                                           "schedule.name=exponential", "optimizer.lr=1e-3", "schedule.gamma=0.996",
+                                           "freezing.feature_encoder=false", "freezing.encoder_updates=50"])
+    resumed_from = None  # None: the fine-tuned model is left from an earlier demo run
     if not (finetune / "export" / "config.json").exists():
         if latest_step(finetune) < plan.kill_at_step:
             resumed_from = run_with_kill([*finetune_cmd, "train.resume=none"], finetune, plan.kill_at_step)
@@ -189,18 +189,22 @@ def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path,
     print(f"{'model / eval set':<50} {'WER':>8} {'CER':>8}")
     for name, ev in rows:
         print(f"{name:<50} {ev.get('wer', float('nan')):>8.3f} {ev.get('cer', float('nan')):>8.3f}")
-    print("\nper voice (new-domain dev):")
-    print(f"{'voice':<30} {'before WER':>10} {'fine-tuned WER':>15} {'scratch WER':>12}")
+    print("\nper voice (new-domain dev), WER / CER:")
+    print(f"{'voice':<20} {'before':>15} {'fine-tuned':>15} {'scratch':>15}")
     subsets = sorted(_final_eval(finetune).get("subsets", {}))
     for voice in subsets:
-        cells = [ev.get("subsets", {}).get(voice, {}).get("wer", float("nan"))
-                 for ev in (before_eval, _final_eval(finetune), _final_eval(scratch))]
-        print(f"{voice:<30} {cells[0]:>10.3f} {cells[1]:>15.3f} {cells[2]:>12.3f}")
+        cells = [ev.get("subsets", {}).get(voice, {}) for ev in (before_eval, _final_eval(finetune),
+                                                                  _final_eval(scratch))]
+        print(f"{voice:<20}" + "".join(f"{c.get('wer', float('nan')):>9.3f} /{c.get('cer', float('nan')):>5.3f}"
+                                       for c in cells))
     print("\ntraining:")
     for name, run in (("base", base), ("fine-tune", finetune), ("scratch", scratch)):
         speed, pad = _throughput(run)
         print(f"  {name:<10} {speed:8.1f} audio s/s   padding {pad:6.1%}")
-    print(f"  fine-tune killed with SIGKILL and resumed from step {resumed_from}")
+    if resumed_from is None:
+        print("  fine-tune: reused from an earlier demo run (delete runs/demo to run everything again)")
+    else:
+        print(f"  fine-tune killed with SIGKILL and resumed from step {resumed_from}")
     print(f"\nreports: {base}/report.md, {finetune}/report.md, {scratch}/report.md")
     print(f"demo wall time: {wall / 60:.1f} min")
 
