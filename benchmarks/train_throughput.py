@@ -11,9 +11,9 @@
    Reported: audio seconds trained per wall second (all ranks), padding fraction, and the ratio. Each side is
    run twice, in bf16 autocast and in fp32 (the recipe's own default on a CPU, where its --fp16 does not apply).
    Also the recipe as its README runs it on one device (one process, fp32, the same global batch of 16).
-   Measured on a quiet machine (docs/training.md): 1.19x in bf16, 1.31x in fp32 at equal settings; 2.05x for
+   Measured on a quiet machine (docs/training.md): 1.04x in bf16, 1.19x in fp32 at equal settings; 1.81x for
    asr_dist as shipped (2 processes, bf16) against the recipe as published. On CPU the cost is linear in padded
-   audio, so the gain at equal settings is mostly the padding asr_dist's plan saves (1.7 % against 13 % here).
+   audio, so the gain at equal settings is mostly the padding asr_dist's plan saves.
 2. Memory. A wav2vec2-base-sized Transformer (768 x 12 layers, ~86 M parameters; narrow CNN so that it runs
    here) for a few updates under DDP, ZeRO-2 and ZeRO-3: memory of each rank after the last update and at its
    peak (resident set on CPU, torch's allocated memory on GPU), from the run's summary.json. Sharding gradients
