@@ -143,6 +143,7 @@ def test_zero_losses_match_ddp(backend, scenario_runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend, extra, weights", [
     ("zero2", ["train.mixed_precision=bf16"], "torch.float32"),  # DeepSpeed's torch_autocast, fp32 masters
+    ("zero3", ["train.mixed_precision=bf16"], "torch.float32"),
     ("zero2", ["train.mixed_precision=bf16_weights"], "torch.bfloat16"),  # bf16 weights, inputs cast by hand
     ("ddp", ["train.mixed_precision=bf16", "model.layerdrop=0.3"], "torch.float32"),  # autocast; layerdrop
 ])
