@@ -285,7 +285,8 @@ class CheckpointManager:
             "world_size": acc.num_processes,
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "zero_stage": self._zero_stage(),
-            "mixed_precision": acc.mixed_precision,
+            # the run's setting (Accelerate's own says "no" when DeepSpeed does the autocast)
+            "mixed_precision": (self.config or {}).get("train", {}).get("mixed_precision", acc.mixed_precision),
             "metrics": metrics or {},
             "extra_state": sorted(extra_state),
             "vocab": vocab,
