@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from asr_dist.checkpoint import latest_step
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -83,13 +85,6 @@ def shard(plan: DemoPlan, source: Path, new: Path) -> Path:
     return shards
 
 
-def latest_step(run_dir: Path) -> int:
-    """Step of the run's newest complete checkpoint (0 when none)."""
-    from asr_dist.checkpoint import latest_step as newest
-
-    return newest(run_dir) or 0
-
-
 def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
     """Start a training job and SIGKILL its whole process group as soon as its checkpoint at `kill_after_step`
     is published; returns the step it will resume from."""
@@ -97,7 +92,7 @@ def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
           flush=True)
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     while proc.poll() is None:
-        if latest_step(run_dir) >= kill_after_step:
+        if (latest_step(run_dir) or 0) >= kill_after_step:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             print(f"\n*** demo: killed the training job (SIGKILL) after step {latest_step(run_dir)} was saved ***",
@@ -138,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "freezing.feature_encoder=false", "freezing.encoder_updates=50"])
     resumed_from = None  # None: the fine-tuned model is left from an earlier demo run
     if not (finetune / "export" / "config.json").exists():
-        if latest_step(finetune) < plan.kill_at_step:
+        if (latest_step(finetune) or 0) < plan.kill_at_step:
             resumed_from = run_with_kill([*finetune_cmd, "train.resume=none"], finetune, plan.kill_at_step)
         else:
             resumed_from = latest_step(finetune)
@@ -178,23 +173,21 @@ def _throughput(run_dir: Path) -> tuple[float, float]:
     return (speeds[len(speeds) // 2] if speeds else float("nan"), sum(pads) / len(pads) if pads else float("nan"))
 
 
-def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path, resumed_from: int,
+def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path, resumed_from: int | None,
                   wall: float) -> None:
-    before_eval = json.loads(before.read_text())
+    before_eval, finetune_eval, scratch_eval = json.loads(before.read_text()), _final_eval(finetune), _final_eval(scratch)
     rows = [("base model, source dev", _final_eval(base)),
             ("base model, new-domain dev (before fine-tuning)", before_eval),
-            ("fine-tuned, new-domain dev", _final_eval(finetune)),
-            ("from scratch, new-domain dev (same steps)", _final_eval(scratch))]
+            ("fine-tuned, new-domain dev", finetune_eval),
+            ("from scratch, new-domain dev (same steps)", scratch_eval)]
     print("\n" + "=" * 78)
     print(f"{'model / eval set':<50} {'WER':>8} {'CER':>8}")
     for name, ev in rows:
         print(f"{name:<50} {ev.get('wer', float('nan')):>8.3f} {ev.get('cer', float('nan')):>8.3f}")
     print("\nper voice (new-domain dev), WER / CER:")
     print(f"{'voice':<20} {'before':>15} {'fine-tuned':>15} {'scratch':>15}")
-    subsets = sorted(_final_eval(finetune).get("subsets", {}))
-    for voice in subsets:
-        cells = [ev.get("subsets", {}).get(voice, {}) for ev in (before_eval, _final_eval(finetune),
-                                                                  _final_eval(scratch))]
+    for voice in sorted(finetune_eval.get("subsets", {})):
+        cells = [ev.get("subsets", {}).get(voice, {}) for ev in (before_eval, finetune_eval, scratch_eval)]
         print(f"{voice:<20}" + "".join(f"{c.get('wer', float('nan')):>9.3f} /{c.get('cer', float('nan')):>5.3f}"
                                        for c in cells))
     print("\ntraining:")
