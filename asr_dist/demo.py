@@ -175,7 +175,8 @@ def _throughput(run_dir: Path) -> tuple[float, float]:
 
 def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path, resumed_from: int | None,
                   wall: float) -> None:
-    before_eval, finetune_eval, scratch_eval = json.loads(before.read_text()), _final_eval(finetune), _final_eval(scratch)
+    before_eval = json.loads(before.read_text())
+    finetune_eval, scratch_eval = _final_eval(finetune), _final_eval(scratch)
     rows = [("base model, source dev", _final_eval(base)),
             ("base model, new-domain dev (before fine-tuning)", before_eval),
             ("fine-tuned, new-domain dev", finetune_eval),
