@@ -133,8 +133,9 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
     use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", True))
     blank_id = processor.tokenizer.pad_token_id
     dtype = next(net.parameters()).dtype  # DeepSpeed bf16 keeps bf16 weights: inputs must match
-    autocast = (torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
-                if mixed_precision == "bf16" else contextlib.nullcontext())
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    autocast = (torch.autocast(accelerator.device.type, dtype=half) if half is not None and dtype == torch.float32
+                else contextlib.nullcontext())
     records: list[dict] = []
     was_training = net.training
     net.eval()
@@ -187,8 +188,9 @@ def _decode_batch(net, batch, processor, device, dtype, autocast, use_mask, blan
 
 
 def _is_zero3(accelerator) -> bool:
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and int(getattr(plugin, "zero_stage", 0) or 0) == 3
+    from asr_dist.training.backend import zero_stage_of
+
+    return zero_stage_of(accelerator) == 3
 
 
 def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0) -> EvalResult:
