@@ -130,7 +130,7 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
     started = time.perf_counter()
     net = accelerator.unwrap_model(model)
     zero3 = _is_zero3(accelerator)
-    use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", True))
+    use_mask = takes_attention_mask(processor)
     blank_id = processor.tokenizer.pad_token_id
     dtype = next(net.parameters()).dtype  # DeepSpeed bf16 keeps bf16 weights: inputs must match
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="padded audio seconds per batch")
     parser.add_argument("--max-batch-samples", type=int, default=DataConfig.max_batch_samples)
     parser.add_argument("--num-workers", type=int, default=DataConfig.num_workers, help="shard reading processes")
-    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     args = parser.parse_args(argv)
 
     model_dir, shard_dir = Path(args.model_dir), Path(args.shard_dir)
@@ -265,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         data_cfg.check("data")
         eval_cfg.check("eval")
         loader = build_eval_loader(data_cfg, processor, rank=accelerator.process_index,
-                                   world_size=accelerator.num_processes)
+                                   world_size=accelerator.num_processes,
+                                   unpadded=padding_changes_outputs(model, processor))
         result = evaluate(model, loader, processor, accelerator, eval_cfg, args.mixed_precision)
     except (ConfigError, ShardIndexError, ShardReadError) as e:  # bad options or data: say which, no traceback
         print(f"error: {e}", file=sys.stderr)

@@ -425,14 +425,20 @@ def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size:
                        pad_multiple=_pad_multiple(data_cfg))
 
 
-def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int) -> EvalLoader:
+def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int, unpadded: bool = False) -> EvalLoader:
+    """`unpadded`: one utterance per batch, no padding (for models whose outputs padding changes:
+    model.padding_changes_outputs), so that scores do not depend on which utterances shared a batch."""
     _check_processor(processor, data_cfg.sample_rate)
     index = _open_index(data_cfg.eval_shards, data_cfg.eval_index, data_cfg.tolerate_missing_shards, "eval shards")
     rules = BatchRules.from_config(data_cfg)
     rules = BatchRules(**{**rules.__dict__, "min_duration": 0.0, "max_duration": math.inf})  # evaluate everything
+    pad_multiple = _pad_multiple(data_cfg)
+    if unpadded:
+        rules = BatchRules(**{**rules.__dict__, "max_batch_samples": 1})
+        pad_multiple = 0
     return EvalLoader(index, rules, processor, rank=rank, world_size=world_size, num_workers=data_cfg.num_workers,
                       sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards,
-                      pad_multiple=_pad_multiple(data_cfg))
+                      pad_multiple=pad_multiple)
 
 
 def _pad_multiple(data_cfg) -> int:

@@ -18,7 +18,8 @@ from asr_dist.checkpoint import CheckpointManager
 from asr_dist.config import Config
 from asr_dist.data.loader import EvalLoader, TrainLoader, build_eval_loader, build_train_loader
 from asr_dist.lr_schedule import build_lr_scheduler
-from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters
+from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters, padding_changes_outputs, \
+    takes_attention_mask
 from asr_dist.optim import build_optimizer
 from asr_dist.text import load_processor
 from asr_dist.training.backend import Backend
@@ -77,7 +78,8 @@ def build(cfg: Config, backend: Backend) -> Components:
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
                                       grad_accum=cfg.train.grad_accum)
-    eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world)
+    eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world,
+                                     unpadded=padding_changes_outputs(model, processor))
                    if cfg.data.eval_shards else None)
     model, optimizer = accelerator.prepare(model, optimizer)
     checkpoints = CheckpointManager(accelerator, cfg.train.run_dir, cfg.checkpoint, config=cfg, model=model,
@@ -99,7 +101,7 @@ def build(cfg: Config, backend: Backend) -> Components:
     scheduler = build_lr_scheduler(optimizer, cfg.schedule, budget.total_steps, budget.steps_per_epoch,
                                    start_step=progress.step, encoder_frozen_until=cfg.freezing.encoder_updates)
     trainer = Trainer(cfg, backend, accelerator, model, optimizer, scheduler, encoder_freeze,
-                      use_attention_mask=bool(getattr(processor.feature_extractor, "return_attention_mask", True)),
+                      use_attention_mask=takes_attention_mask(processor),
                       blank_id=processor.tokenizer.pad_token_id, progress=progress, scaler=scaler)
     log.info("weights in %s, inputs cast to %s; %d updates (%d per epoch)",
              next(accelerator.unwrap_model(model).parameters()).dtype, trainer.input_dtype, budget.total_steps,

@@ -135,8 +135,8 @@ class TrainingLoop:
             final = self.evaluate()
             if final is not None:
                 result["eval"] = final.to_dict()
-                if self.acc.is_main_process:
-                    self.folder.write_json(EVAL, result["eval"])
+                if self.acc.is_main_process:  # with every utterance, as `asr-dist evaluate` writes it
+                    self.folder.write_json(EVAL, final.to_dict(utterances=True))
             if cfg.checkpoint.every_steps and self.last_saved != progress.step:
                 self.save(progress.step, final)
             result["export_dir"] = str(export_pretrained(self.acc, p.model, p.processor, self.folder.path / EXPORT))
