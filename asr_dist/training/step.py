@@ -156,11 +156,12 @@ class Trainer:
 
     def _model_inputs(self, batch: dict, poison: bool = False) -> dict:
         device = self.accelerator.device
-        input_values = batch["input_values"].to(device)
+        input_values = batch["input_values"].to(device, non_blocking=True)  # pinned by the loader on GPUs
         if poison:  # train.debug_nan_steps: prove a non-finite update is skipped everywhere
             input_values = input_values.clone()
             input_values[0] = math.inf
-        inputs = {"input_values": input_values.to(self.input_dtype), "labels": batch["labels"].to(device)}
+        inputs = {"input_values": input_values.to(self.input_dtype),
+                  "labels": batch["labels"].to(device, non_blocking=True)}
         if self.use_attention_mask:
-            inputs["attention_mask"] = batch["attention_mask"].to(device)
+            inputs["attention_mask"] = batch["attention_mask"].to(device, non_blocking=True)
         return inputs
