@@ -252,7 +252,9 @@ class TrainConfig:
         _require(self.log_every >= 1, f"{at}.log_every", "an integer >= 1", self.log_every)
         _require(bool(self.run_dir), f"{at}.run_dir", "a folder path", self.run_dir)
         if self.deepspeed_config:
-            _require(Path(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
+            from asr_dist.repo_paths import repo_file  # relative: from the current folder, else the repository
+
+            _require(repo_file(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
                      "an existing DeepSpeed JSON file (see configs/deepspeed/)", self.deepspeed_config)
         for s in self.debug_nan_steps:
             _require(s >= 0, f"{at}.debug_nan_steps", "update numbers >= 0", s)
