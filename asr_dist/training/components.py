@@ -26,7 +26,7 @@ from asr_dist.optim import build_optimizer
 from asr_dist.text import load_processor
 from asr_dist.training.backend import Backend
 from asr_dist.training.budget import RunProgress, TrainingBudget
-from asr_dist.training.step import Trainer
+from asr_dist.training.step import Trainer, quiet_known_warnings
 
 log = logging.getLogger("asr_dist.train")
 
@@ -104,6 +104,7 @@ def build(cfg: Config, backend: Backend) -> Components:
     budget = progress.budget
     # Built on the prepared optimizer (its param_groups are the ones DeepSpeed steps), after a resume: the
     # multiplier is a pure function of the step. Stepped once per update by the trainer, never by Accelerate.
+    quiet_known_warnings()
     scheduler = build_lr_scheduler(optimizer, cfg.schedule, budget.total_steps, budget.steps_per_epoch,
                                    start_step=progress.step, encoder_frozen_until=cfg.freezing.encoder_updates)
     trainer = Trainer(cfg, backend, accelerator, model, optimizer, scheduler, encoder_freeze,

@@ -26,6 +26,20 @@ from asr_dist.training.budget import RunProgress
 log = logging.getLogger("asr_dist.train")
 
 
+def quiet_known_warnings() -> None:
+    """Filters set once per process, before the first update.
+
+    torch warns at the scheduler's first step when the optimizer's own step() was not called: DeepSpeed steps
+    inside backward() and a skipped update has no step; the schedule follows the update count either way.
+    torch checks the DataLoader worker count at every DataLoader and iterator (each epoch, each evaluation):
+    shown once. Never a `warnings.catch_warnings()` per update: leaving it resets Python's "already shown"
+    registry, and every other warning (the worker count, ...) came back at every update.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
+    warnings.filterwarnings("once", category=UserWarning, message="This DataLoader will create")
+
+
 class Trainer:
     """Owns the optimizer update: accumulation, normalization, clipping, non-finite skipping, counters."""
 
@@ -96,11 +110,7 @@ class Trainer:
                         "(%d so far)", progress.step, grad_norm, self._scale_note(), progress.skipped_updates)
         lrs = self.learning_rates()
         progress.step += 1
-        with warnings.catch_warnings():
-            # torch warns when the optimizer's own step() was not called: DeepSpeed steps inside backward()
-            # and a skipped update has no step; the schedule follows the update count either way.
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            self.scheduler.step()
+        self.scheduler.step()  # after the update (torch's order warning is a false alarm: see quiet_known_warnings)
         progress.audio_seconds_seen += audio_s
         progress.samples_seen += int(samples)
         if self.scaler is not None:
