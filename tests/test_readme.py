@@ -99,7 +99,7 @@ def copy_repository(dest: Path) -> Path:
 def as_run(args: list[str], repo: Path, prefix: str, steps: int) -> list[str]:
     """One README command as this test runs it (see the module docstring for every substitution)."""
     tool, rest = args[0].removeprefix(".venv/bin/"), args[1:]
-    python_m = {"accelerate": [sys.executable, "-m", "accelerate.commands.launch"],
+    python_m = {"accelerate": [sys.executable, "-m", "accelerate.commands.accelerate_cli"],
                 "asr-dist": [sys.executable, "-m", "asr_dist.cli"]}[tool]
     out = []
     for arg in rest:
