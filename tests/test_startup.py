@@ -183,3 +183,16 @@ def test_ranks_die_when_the_launcher_is_killed(synthetic_shards, tmp_path):
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
         log.close()
+
+
+def test_a_missing_rank_ends_the_rendezvous_with_a_message_naming_it(synthetic_shards, tmp_path):
+    from _ranks import free_port
+
+    port = free_port()
+    env = dict(ENV, RANK="0", LOCAL_RANK="0", WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), ASR_DIST_STARTUP_TIMEOUT="10")  # rank 1 never comes
+    cmd = [sys.executable, "-m", "asr_dist.train", "--config", TINY, f"data.train_shards={synthetic_shards[0]}",
+           f"train.run_dir={tmp_path / 'run'}"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert f"waiting for the rendezvous of 2 ranks at 127.0.0.1:{port}" in done.stderr
