@@ -118,6 +118,7 @@ def stale_lock_launch(synthetic_shards, tmp_path_factory):
     return proc, lock, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_a_stale_build_lock_does_not_hang_a_deepspeed_launch(stale_lock_launch):
     proc, lock, log = stale_lock_launch
     assert proc.returncode == 0, log[-4000:]
@@ -127,6 +128,7 @@ def test_a_stale_build_lock_does_not_hang_a_deepspeed_launch(stale_lock_launch):
     assert summary["steps"] == 4
 
 
+@pytest.mark.slow
 def test_warnings_show_once_not_per_update(stale_lock_launch):
     _, _, log = stale_lock_launch
     assert log.count("Detected call of `lr_scheduler.step()`") == 0
@@ -149,6 +151,7 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")  # a zombie has died; only its exit status waits to be collected
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_ranks_die_when_the_launcher_is_killed(synthetic_shards, tmp_path):
     run_dir = tmp_path / "run"
@@ -185,6 +188,7 @@ def test_ranks_die_when_the_launcher_is_killed(synthetic_shards, tmp_path):
         log.close()
 
 
+@pytest.mark.slow
 def test_a_missing_rank_ends_the_rendezvous_with_a_message_naming_it(synthetic_shards, tmp_path):
     from _ranks import free_port
 
