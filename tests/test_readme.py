@@ -96,7 +96,7 @@ def copy_repository(dest: Path) -> Path:
     return dest
 
 
-def as_run(args: list[str], repo: Path, prefix: str, steps: int) -> list[str]:
+def as_run(args: list[str], prefix: str, steps: int) -> list[str]:
     """One README command as this test runs it (see the module docstring for every substitution)."""
     tool, rest = args[0].removeprefix(".venv/bin/"), args[1:]
     python_m = {"accelerate": [sys.executable, "-m", "accelerate.commands.accelerate_cli"],
@@ -139,7 +139,7 @@ def test_quickstart_commands_run_from_the_repository_root_and_from_another_folde
         for args in commands:
             if args[1] == "prepare":
                 continue  # step 2: its output is in place
-            cmd = as_run(args, repo, prefix, steps)
+            cmd = as_run(args, prefix, steps)
             done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
             assert done.returncode == 0, f"{place}: {shlex.join(args)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             outputs.append(done.stdout)
