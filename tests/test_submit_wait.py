@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from launch import submit
+from asr_dist.launch import submit
 
 
 class FailedJob:

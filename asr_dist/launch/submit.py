@@ -1,7 +1,7 @@
 """`asr-dist submit --config X.yaml [section.key=value ...] [--dry-run] [--wait]`: a training job on Slurm.
 
 The config's `slurm` section becomes a submitit AutoExecutor (one task per GPU, or per process on CPU); the
-job is a `launch.slurm_job.TrainingJob` holding the resolved config, which every task runs in-process.
+job is a `asr_dist.launch.slurm_job.TrainingJob` holding the resolved config, which every task runs in-process.
 Before anything is queued, `sbatch --test-only` asks Slurm whether the request can ever run: an unknown
 partition or resources no node has fail here, with Slurm's own reason, instead of pending forever.
 """
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from asr_dist.config import Config, ConfigError, load_config
-from launch.slurm_job import EVENTS_FILE, JobEvents, TrainingJob, slurm_view
+from asr_dist.launch.slurm_job import EVENTS_FILE, JobEvents, TrainingJob, slurm_view
 
 
 class SubmitError(RuntimeError):
