@@ -50,7 +50,7 @@ class DataConfig:
     eval_shards: str = ""  # (brace pattern, `pipe:...`) listing the index's shards in order; then set *_index
     train_index: str = ""  # index.json path; empty = <train_shards>/index.json
     eval_index: str = ""
-    processor: str = ""  # Wav2Vec2Processor folder; empty = build from the training transcripts
+    processor: str = ""  # Wav2Vec2Processor folder; empty = <train_shards>/processor (`asr-dist prepare --processor`)
     sample_rate: int = 16000
     max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch
     max_batch_samples: int = 32
