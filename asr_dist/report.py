@@ -418,6 +418,50 @@ def _eval_section(eval_result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _eval_sets_section(eval_result: dict[str, Any], metrics: RunMetrics) -> list[str]:
+    """WER/CER per named eval set (data.eval): from eval.json's "sets", else metrics.jsonl's eval_<name>/ keys."""
+    sets = {name: row for name, row in (eval_result.get("sets") or {}).items() if isinstance(row, dict)}
+    if not sets:
+        for key in metrics.keys("eval_"):
+            name, _, metric = key.removeprefix("eval_").partition("/")
+            if metric in ("wer", "cer", "loss", "num_samples"):
+                sets.setdefault(name, {})[metric] = metrics.last(key)
+    if not sets:
+        return []
+    primary = eval_result.get("primary_set")
+    lines = ["### Per eval set", "", "| set | WER | CER | loss | utterances |", "|---|---|---|---|---|"]
+    for name, row in sets.items():
+        label = f"{name} (primary)" if name == primary else name
+        lines.append(f"| {label} | {_fmt(row.get('wer'), 'pct')} | {_fmt(row.get('cer'), 'pct')} | "
+                     f"{_fmt(row.get('loss'))} | {_fmt(_int(row.get('num_samples')))} |")
+    return lines + [""]
+
+
+def _int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _mix_section(metrics: RunMetrics) -> list[str]:
+    """Samples and audio hours trained on per source (mix/<source>/...), and what the duration bounds left out."""
+    names = [k.removeprefix("mix/").removesuffix("/samples") for k in metrics.keys("mix/") if k.endswith("/samples")]
+    left_out = metrics.last("data/left_out_by_duration")
+    if not names and left_out is None:
+        return []
+    lines = ["## Training mix", ""]
+    if names:
+        total = sum(metrics.last(f"mix/{n}/samples") or 0 for n in names) or 1
+        lines += ["| source | samples | share | audio hours | left out by duration |", "|---|---|---|---|---|"]
+        for n in names:
+            samples = metrics.last(f"mix/{n}/samples") or 0
+            lines.append(f"| {n} | {_fmt(int(samples))} | {_fmt(samples / total, 'pct')} | "
+                         f"{_fmt(metrics.last(f'mix/{n}/audio_hours'))} | "
+                         f"{_fmt(_int(metrics.last(f'mix/{n}/left_out_by_duration')))} |")
+        lines.append("")
+    if left_out is not None:
+        lines += [f"Utterances left out of the plan by data.min_duration/max_duration: {int(left_out)}.", ""]
+    return lines
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write RUN_DIR/report.md (and RUN_DIR/report/*.png) from what the run logged; returns report.md's path."""
     run_dir = Path(run_dir)
@@ -443,6 +487,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [f"| {name} | {value} |" for name, value in _summary_rows(metrics, eval_result, read_summary(run_dir))]
     lines.append("")
     lines += _eval_section(eval_result)
+    lines += _eval_sets_section(eval_result, metrics)
+    lines += _mix_section(metrics)
     lines += ["## Plots", ""]
     drawn = [(title, path) for title, path in plots if path is not None]
     for title, path in drawn:

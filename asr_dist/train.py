@@ -74,9 +74,9 @@ def read_deepspeed_config(cfg: Config) -> dict | None:
 
 def check_launch(cfg: Config, ds_config: dict | None) -> None:
     """Combinations that only fail deep inside DDP/DeepSpeed (or silently): refuse them up front."""
-    if not cfg.data.train_shards:
+    if not cfg.data.train_sources():
         raise ConfigError("data.train_shards = '' is not allowed for training; expected the shard folder written "
-                          "by `asr-dist prepare` (with index.json)")
+                          "by `asr-dist prepare` (with index.json), or sources in data.train")
     stage = int(ds_config["zero_optimization"].get("stage", 0)) if ds_config is not None else None
     if cfg.model.layerdrop > 0 and stage in (0, 1, 2):
         raise ConfigError(f"model.layerdrop = {cfg.model.layerdrop} is not allowed with DeepSpeed ZeRO-{stage} "
@@ -314,7 +314,7 @@ def memory_mb(trim: bool = False) -> dict[str, float]:
 
 
 def processor_path(cfg: Config) -> Path:
-    return Path(cfg.data.processor) if cfg.data.processor else Path(cfg.data.train_shards) / "processor"
+    return Path(cfg.data.processor) if cfg.data.processor else Path(cfg.data.train_sources()[0].shards) / "processor"
 
 
 def _setup_logging(is_main: bool) -> None:
@@ -336,8 +336,8 @@ def run(cfg: Config) -> dict:
     from accelerate.utils import gather_object, set_seed
 
     from asr_dist.checkpoint import CheckpointManager
-    from asr_dist.data.loader import build_eval_loader, build_train_loader
-    from asr_dist.evaluate import evaluate
+    from asr_dist.data.loader import build_train_loader
+    from asr_dist.eval_sets import build_eval_sets, evaluate_sets
     from asr_dist.export import export_pretrained
     from asr_dist.metrics import MetricsLogger, ThroughputMeter
     from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
@@ -368,8 +368,7 @@ def run(cfg: Config) -> dict:
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
                                       grad_accum=cfg.train.grad_accum)
-    eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world)
-                   if cfg.data.eval_shards else None)
+    eval_loader = build_eval_sets(cfg.data, processor, rank=rank, world_size=world)  # one loader, or {name: loader}
     model, optimizer = accelerator.prepare(model, optimizer)
     trainer = Trainer(cfg, accelerator, model, optimizer, encoder_freeze,
                       use_attention_mask=bool(getattr(processor.feature_extractor, "return_attention_mask", True)),
@@ -403,8 +402,8 @@ def run(cfg: Config) -> dict:
     def run_eval() -> dict | None:
         if eval_loader is None:
             return None
-        result = evaluate(model, eval_loader, processor, accelerator, cfg.eval,
-                          mixed_precision=cfg.train.mixed_precision)
+        result = evaluate_sets(model, eval_loader, processor, accelerator, cfg.eval,
+                               mixed_precision=cfg.train.mixed_precision, primary=cfg.checkpoint.best_eval_set)
         metrics.log_eval(result, trainer.step, epoch())
         return result
 
@@ -428,7 +427,8 @@ def run(cfg: Config) -> dict:
             if step % cfg.train.log_every == 0 or step == total_steps:
                 metrics.log({**stats, "loss_avg": window_loss / max(window_steps, 1),
                              **throughput.summary(accelerator), "data_wait_seconds": data_wait,
-                             "epoch_index": train_loader.epoch, "memory_mb": memory_mb()["now"]},  # main rank's
+                             "epoch_index": train_loader.epoch, "memory_mb": memory_mb()["now"],  # main rank's
+                             **train_loader.mix_metrics()},
                             step, epoch())
                 window_loss, window_steps = 0.0, 0
             evaluation = None
