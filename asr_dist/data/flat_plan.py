@@ -178,10 +178,14 @@ def _longest_first(pieces, piece_windows, d, count):
 
 def rank_batches(flat: FlatIndex, plan: FlatPlan, rank: int, world_size: int) -> list[PlannedBatch]:
     """This rank's batches as plan.PlannedBatch objects (global batch i goes to rank i % world_size)."""
-    out = []
-    for b in range(rank, len(plan), world_size):
-        ids = plan.ids[plan.bounds[b]:plan.bounds[b + 1]]
-        shards = flat.shard_of(ids)
-        out.append(PlannedBatch(int(plan.windows[b]), tuple(
-            PlannedSample(int(s), flat.key(int(i)), float(flat.durations[i])) for s, i in zip(shards, ids))))
+    mine = range(rank, len(plan), world_size)
+    ids = np.concatenate([plan.ids[plan.bounds[b]:plan.bounds[b + 1]] for b in mine]) if mine else np.zeros(0, int)
+    blob, starts, ends = flat.key_bytes.tobytes(), flat.key_offsets[ids].tolist(), flat.key_offsets[ids + 1].tolist()
+    samples = [PlannedSample(s, blob[a:e].decode(), d) for s, a, e, d in
+               zip(flat.shard_of(ids).tolist(), starts, ends, flat.durations[ids].tolist())]
+    out, at = [], 0
+    for b in mine:
+        n = int(plan.bounds[b + 1] - plan.bounds[b])
+        out.append(PlannedBatch(int(plan.windows[b]), tuple(samples[at:at + n])))
+        at += n
     return out

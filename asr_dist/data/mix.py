@@ -107,19 +107,24 @@ def _remainder(seed: int, name: str, epoch: int, r: int, n: int) -> np.ndarray:
 def epoch_counts(index: DatasetIndex, weights: dict[str, float], rules, *, seed: int, epoch: int
                  ) -> list[np.ndarray]:
     """How often each sample is drawn this epoch: one int array per shard, aligned with its samples."""
-    view = _flat(index)
+    flat = flat_counts(_flat(index), weights, rules, seed=seed, epoch=epoch)
+    bounds = np.cumsum([0] + [len(s.samples) for s in index.shards])
+    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def flat_counts(view, weights: dict[str, float], rules, *, seed: int, epoch: int) -> np.ndarray:
+    """epoch_counts over all samples in index order; `view` = (durations, source number, source names) arrays."""
     durations, source, names = view
     ok = eligible(durations, rules)
     flat = np.zeros(len(durations), np.int32)
-    for share in shares(index, weights, rules, view):
+    for share in shares(None, weights, rules, view):
         members = np.flatnonzero(ok & (source == names.index(share.name)))  # index order
         n, k = share.eligible, share.per_epoch
         flat[members] += k // n  # whole passes (up-sampling): every sample the same number of times
         r = k % n  # the rest: the next slice of the source's stream of shuffled passes
         if r:
             flat[members[_remainder(seed, share.name, epoch, r, n)]] += 1
-    bounds = np.cumsum([0] + [len(s.samples) for s in index.shards])
-    return [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return flat
 
 
 def combine(named: list[tuple[str, DatasetIndex]]) -> DatasetIndex:
