@@ -64,3 +64,29 @@ def test_missing_fields_name_the_accepted_spellings(tmp_path):
     manifest.write_text(json.dumps({"audio_filepath": "a.wav", "text": "hi", "offset": 1.0}) + "\n")
     with pytest.raises(CorpusError, match="offset 1.0 needs a duration"):
         list(read_manifest(manifest))
+
+
+def test_hugging_face_dataset_saved_to_disk_into_shards(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    for i, seconds in enumerate([1.0, 1.5, 0.05]):
+        tone(tmp_path / f"clip{i}.wav", seconds)
+    (tmp_path / "clip3.wav").write_bytes(b"not audio at all")
+    ds = datasets.Dataset.from_dict({"audio": [str(tmp_path / f"clip{i}.wav") for i in range(4)],
+                                     "sentence": ["hello there", "good morning", "too short", "broken"],
+                                     "client_id": ["s1", "s2", "s1", "s2"], "id": ["u0", "u1", "u2", "u3"],
+                                     "accent": ["x", "y", "x", "y"]})
+    ds.cast_column("audio", datasets.Audio(sampling_rate=16000)).save_to_disk(tmp_path / "hf" / "train")
+    for i in range(4):
+        (tmp_path / f"clip{i}.wav").unlink()  # the saved dataset holds the bytes itself
+
+    from asr_dist.corpus.readers import open_corpus
+    with pytest.raises(CorpusError, match="holds the splits"):
+        datasets.DatasetDict({"train": ds}).save_to_disk(tmp_path / "dd")
+        list(open_corpus(tmp_path / "dd"))
+    out = tmp_path / "shards"
+    summary = write_shards(open_corpus(tmp_path / "hf" / "train"), out, num_workers=2)
+    index = json.loads((out / "index.json").read_text())
+    samples = {s["key"]: s for shard in index["shards"] for s in shard["samples"]}
+    assert sorted(samples) == ["u0", "u1"] and samples["u1"]["speaker"] == "s2"
+    assert samples["u0"]["duration"] == 1.0 and samples["u0"]["text"] == "HELLO THERE"
+    assert summary.rejected == {"too_short": 1, "unreadable": 1}

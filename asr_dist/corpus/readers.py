@@ -197,9 +197,13 @@ def _seconds(value, name: str, where: str) -> float | None:
 
 
 def open_corpus(source: str | Path) -> Iterator[Utterance]:
-    """Utterances of `source`: a folder is read as a LibriSpeech tree, a .jsonl/.tsv file as a manifest."""
+    """Utterances of `source`: a Hugging Face dataset folder (save_to_disk), else a folder is read as a
+    LibriSpeech tree; a .jsonl/.json/.tsv file as a manifest."""
     source = Path(source)
     if source.is_dir():
+        from asr_dist.corpus import hf
+        if hf.is_hf_dataset(source):
+            return hf.read_hf_dataset(source)
         return read_librispeech(source)
     if source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
         return read_manifest(source)

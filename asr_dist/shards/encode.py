@@ -159,12 +159,20 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
     """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file.
     A file whose header declares more than `max_seconds` (+1 s) is rejected as too_long unread,
     so that an hour-long recording in a corpus of sentences costs nothing."""
-    if not Path(path).is_file():
+    source = path
+    if path.startswith("hfds:"):  # a row of a saved Hugging Face dataset (asr_dist/corpus/hf.py)
+        from asr_dist.corpus.hf import open_audio
+        try:
+            source = open_audio(path)
+        except FileNotFoundError as e:
+            raise AudioProblem("missing_audio", str(e)) from None
+    elif not Path(path).is_file():
         raise AudioProblem("missing_audio", f"no such file: {path}")
-    if Path(path).stat().st_size == 0:
+    size = Path(path).stat().st_size if isinstance(source, str) else source.getbuffer().nbytes
+    if size == 0:
         raise AudioProblem("unreadable", "empty file (0 bytes)")
     try:
-        info = sf.info(path)
+        info = sf.info(source)
     except Exception as e:  # libsndfile's error for anything it cannot open
         raise AudioProblem("unreadable", _one_line(e)) from None
     if info.frames == 0:
@@ -176,7 +184,9 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
         raise AudioProblem("truncated", f"the WAV header declares {declared[0]} data bytes, the file has {declared[1]}")
     exact = info.samplerate == sample_rate and info.channels == 1 and info.subtype == "PCM_16"
     try:
-        with sf.SoundFile(path) as f:
+        if not isinstance(source, str):
+            source.seek(0)
+        with sf.SoundFile(source) as f:
             data = f.read(dtype="int16" if exact else "float64", always_2d=True)
     except Exception as e:  # a decode error after a good header: the stream is cut or damaged
         raise AudioProblem("truncated", f"decode error: {_one_line(e)}") from None
