@@ -101,3 +101,24 @@ def test_a_source_with_missing_shards_is_an_error_naming_it_before_training(corp
     (broken / "index.json").write_text("{not json")
     with pytest.raises(SourceError, match=r"data\.train\[1\] \(beta\).*index"):
         build_train_loader(cfg.data, tiny_processor(), seed=0, rank=0, world_size=1, grad_accum=1)
+
+
+def test_a_named_eval_set_that_cannot_be_opened_is_an_error_naming_it(corpus, tmp_path):
+    from asr_dist.config import load_config
+    from asr_dist.eval_sets import EvalSetError, build_eval_sets
+
+    overrides = [o if not o.startswith("data.eval=") else f"data.eval={{deva: {corpus[1]['deva']}, devc: {tmp_path}}}"
+                 for o in args(corpus, tmp_path / "run")[4:] if not o.startswith("checkpoint.best_eval_set")]
+    cfg = load_config(TINY, overrides)
+    with pytest.raises(EvalSetError, match=r"eval set 'devc' \(data\.eval\.devc = .*index"):
+        build_eval_sets(cfg.data, tiny_processor(), rank=0, world_size=1)
+    loaders = build_eval_sets(load_config(TINY, args(corpus, tmp_path / "run")[4:]).data, tiny_processor(), rank=0,
+                              world_size=1)
+    assert {name: loader.num_samples for name, loader in loaders.items()} == {"deva": 3, "devb": 4}
+
+
+def test_best_eval_set_must_be_a_configured_set(corpus, tmp_path):
+    from asr_dist.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"checkpoint\.best_eval_set = 'devz'.*deva, devb"):
+        load_config(TINY, args(corpus, tmp_path / "run", "checkpoint.best_eval_set=devz")[4:])

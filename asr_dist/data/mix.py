@@ -179,7 +179,7 @@ class MixCounter:
     """
 
     def __init__(self, index: DatasetIndex, rules, weights: dict[str, float] | None):
-        self.source_of = [s.source for s in index.shards]
+        self.source_of = [s.source or "train" for s in index.shards]  # an untagged index is the source `train`
         names = list(weights or dict.fromkeys(self.source_of))
         self.samples = {n: 0 for n in names}
         self.seconds = {n: 0.0 for n in names}
