@@ -397,7 +397,8 @@ def _eval_section(eval_result: dict[str, Any]) -> list[str]:
         return lines + ["No evaluation was logged for this run.", ""]
     source = eval_result.get("source", "")
     n = eval_result.get("num_samples")
-    lines += [f"Final evaluation{f' on {n} utterances' if n else ''} (from `{source}`).", "",
+    primary = f" of the primary eval set `{eval_result['primary_set']}`" if eval_result.get("primary_set") else ""
+    lines += [f"Final evaluation{primary}{f' on {n} utterances' if n else ''} (from `{source}`).", "",
               "| | WER | CER | utterances |", "|---|---|---|---|",
               f"| **all** | **{_fmt(eval_result.get('wer'), 'pct')}** | **{_fmt(eval_result.get('cer'), 'pct')}** | {_fmt(n)} |"]
     subsets = eval_result.get("subsets", {})
