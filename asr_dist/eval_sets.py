@@ -18,20 +18,21 @@ class EvalSetError(ValueError):
     """An eval set that cannot be opened (the message names the set)."""
 
 
-def build_eval_sets(data_cfg, processor, *, rank: int, world_size: int):
-    """One EvalLoader per set, or a single EvalLoader for the plain data.eval_shards; None without eval data."""
+def build_eval_sets(data_cfg, processor, *, rank: int, world_size: int, **options):
+    """One EvalLoader per set, or a single EvalLoader for the plain data.eval_shards; None without eval data.
+    `options` go to data.loader.build_eval_loader."""
     from asr_dist.data.loader import build_eval_loader
 
     sets = data_cfg.eval_sets()
     if not sets:
         return None
     if list(sets) == ["eval"]:
-        return build_eval_loader(data_cfg, processor, rank=rank, world_size=world_size)
+        return build_eval_loader(data_cfg, processor, rank=rank, world_size=world_size, **options)
     loaders = {}
     for name, (shards, index) in sets.items():
         one = _with_eval_shards(data_cfg, shards, index)
         try:
-            loaders[name] = build_eval_loader(one, processor, rank=rank, world_size=world_size)
+            loaders[name] = build_eval_loader(one, processor, rank=rank, world_size=world_size, **options)
         except (OSError, ValueError) as exc:
             raise EvalSetError(f"eval set {name!r} (data.eval.{name} = {shards}): {exc}") from exc
     return loaders
