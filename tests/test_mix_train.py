@@ -22,7 +22,7 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("mix")
     folders = {"alpha": write_tiny_shards(root / "alpha", [8, 8, 8], seed=1, prefix="alpha"),
                "beta": write_tiny_shards(root / "beta", [6, 6], seed=2, prefix="beta"),
-               "deva": write_tiny_shards(root / "deva", [3], seed=3, prefix="deva"),
+               "deva": write_tiny_shards(root / "deva", [6], seed=3, prefix="deva"),
                "devb": write_tiny_shards(root / "devb", [2, 2], seed=4, prefix="devb")}
     tiny_processor().save_pretrained(root / "processor")
     return root, folders
@@ -70,7 +70,7 @@ def test_two_sources_resume_on_one_rank_and_report_the_mix_and_each_eval_set(cor
 
     result = json.loads((run_dir / "eval.json").read_text())
     assert result["primary_set"] == "devb" and set(result["sets"]) == {"deva", "devb"}
-    assert result["sets"]["deva"]["num_samples"] == 3 and result["sets"]["devb"]["num_samples"] == 4
+    assert result["sets"]["deva"]["num_samples"] == 6 and result["sets"]["devb"]["num_samples"] == 4
     assert result["wer"] == result["sets"]["devb"]["wer"]
     evals = [r for r in rows if r["kind"] == "eval"]
     assert evals[-1]["eval_deva/wer"] == result["sets"]["deva"]["wer"]
@@ -114,7 +114,7 @@ def test_a_named_eval_set_that_cannot_be_opened_is_an_error_naming_it(corpus, tm
         build_eval_sets(cfg.data, tiny_processor(), rank=0, world_size=1)
     loaders = build_eval_sets(load_config(TINY, args(corpus, tmp_path / "run")[4:]).data, tiny_processor(), rank=0,
                               world_size=1)
-    assert {name: loader.num_samples for name, loader in loaders.items()} == {"deva": 3, "devb": 4}
+    assert {name: loader.num_samples for name, loader in loaders.items()} == {"deva": 6, "devb": 4}
 
 
 def test_best_eval_set_must_be_a_configured_set(corpus, tmp_path):
