@@ -122,3 +122,18 @@ def test_best_eval_set_must_be_a_configured_set(corpus, tmp_path):
 
     with pytest.raises(ConfigError, match=r"checkpoint\.best_eval_set = 'devz'.*deva, devb"):
         load_config(TINY, args(corpus, tmp_path / "run", "checkpoint.best_eval_set=devz")[4:])
+
+
+def test_preflight_names_the_source_and_the_eval_set_whose_folder_is_missing(corpus, tmp_path):
+    from asr_dist.config import ConfigError, load_config
+    from asr_dist.training.preflight import check_paths
+
+    root, f = corpus
+    overrides = [o.replace(str(f["beta"]), str(tmp_path / "nowhere")).replace(str(f["devb"]), str(tmp_path / "gone"))
+                 for o in args(corpus, tmp_path / "run")[4:]]
+    with pytest.raises(ConfigError) as e:
+        check_paths(load_config(TINY, overrides))
+    lines = str(e.value).splitlines()
+    assert any(line.strip().startswith("data.train[1].shards (beta) = ") and "no such folder" in line for line in lines)
+    assert any(line.strip().startswith("data.eval.devb = ") and "no such folder" in line for line in lines)
+    check_paths(load_config(TINY, args(corpus, tmp_path / "run")[4:]))  # all present: no error
