@@ -90,3 +90,17 @@ def test_hugging_face_dataset_saved_to_disk_into_shards(tmp_path):
     assert sorted(samples) == ["u0", "u1"] and samples["u1"]["speaker"] == "s2"
     assert samples["u0"]["duration"] == 1.0 and samples["u0"]["text"] == "HELLO THERE"
     assert summary.rejected == {"too_short": 1, "unreadable": 1}
+
+
+def test_prepare_writes_index_npz_tied_to_its_index_json(nemo, tmp_path):
+    from asr_dist.data.flat_plan import FlatIndex
+    from asr_dist.data.index import load_index
+
+    out = tmp_path / "shards"
+    write_shards(read_manifest(nemo), out, num_workers=1)
+    flat, index = FlatIndex.load_for(out), load_index(str(out))
+    assert flat is not None and flat.shard_names == tuple(s.name for s in index.shards)
+    assert [flat.key(i) for i in range(flat.num_samples)] == [s.key for sh in index.shards for s in sh.samples]
+    assert flat.durations.tolist() == [s.duration for sh in index.shards for s in sh.samples]
+    (out / "index.json").write_text((out / "index.json").read_text().replace("1.5", "1.25"))
+    assert FlatIndex.load_for(out) is None  # edited index.json: the arrays no longer match it

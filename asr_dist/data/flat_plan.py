@@ -14,6 +14,8 @@ boundaries, and only one rank's batches are turned into PlannedBatch objects (`r
 from __future__ import annotations
 
 import heapq
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,15 +60,52 @@ class FlatIndex:
                    np.asarray(durations, np.float64), np.frombuffer(b"".join(keys), np.uint8),
                    np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64), sample_rate)
 
-    def save(self, path: str | Path) -> None:
-        np.savez(path, shard_names=np.array(self.shard_names), offsets=self.offsets, durations=self.durations,
-                 key_bytes=self.key_bytes, key_offsets=self.key_offsets, sample_rate=np.int64(self.sample_rate))
+    @classmethod
+    def from_index_dict(cls, index: dict) -> FlatIndex:
+        """From index.json's content (what `asr-dist prepare` writes)."""
+        shards = index["shards"]
+        return cls.build([s["name"] for s in shards], [len(s["samples"]) for s in shards],
+                         np.array([x["duration"] for s in shards for x in s["samples"]], np.float64),
+                         [x["key"].encode() for s in shards for x in s["samples"]], int(index["sample_rate"]))
+
+    def save(self, path: str | Path, json_sha256: str = "") -> None:
+        """Writes `path` atomically; `json_sha256` ties it to the index.json it was made from."""
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, shard_names=np.array(self.shard_names), offsets=self.offsets, durations=self.durations,
+                 key_bytes=self.key_bytes, key_offsets=self.key_offsets, sample_rate=np.int64(self.sample_rate),
+                 json_sha256=np.array(json_sha256))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> FlatIndex:
         with np.load(path, allow_pickle=False) as z:
             return cls(tuple(str(n) for n in z["shard_names"]), z["offsets"], z["durations"], z["key_bytes"],
                        z["key_offsets"], int(z["sample_rate"]))
+
+    @classmethod
+    def load_for(cls, folder: str | Path) -> FlatIndex | None:
+        """FOLDER/index.npz when it was made from FOLDER/index.json as it is now (else None: plan from the json)."""
+        npz, js = Path(folder) / FLAT_NAME, Path(folder) / "index.json"
+        if not npz.is_file() or not js.is_file():
+            return None
+        with np.load(npz, allow_pickle=False) as z:
+            digest = str(z["json_sha256"]) if "json_sha256" in z.files else ""
+        return cls.load(npz) if digest and digest == sha256_of(js) else None
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_flat_index(folder: str | Path, index: dict) -> Path:
+    """FOLDER/index.npz for the index.json just written there (asr_dist/shards/writer.py)."""
+    path = Path(folder) / FLAT_NAME
+    FlatIndex.from_index_dict(index).save(path, sha256_of(Path(folder) / "index.json"))
+    return path
 
 
 @dataclass
