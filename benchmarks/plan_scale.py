@@ -79,12 +79,13 @@ def measure_flat(path: str, world_size: int) -> dict:
     from asr_dist.data.mix import flat_counts
 
     baseline = peak_rss_mb()  # interpreter + imports (torch: the
-    t0 = time.perf_counter()  # data package imports the loader); a training rank holds these anyway
+    t0, cpu0 = time.perf_counter(), time.process_time()  # data package imports the loader); a rank holds these anyway
     flat = FlatIndex.load(path)
     t1 = time.perf_counter()
     # two sources: the first 3/4 of the shards weighted 3, the rest 1 (the anchor's pass sets the epoch)
-    cut = int(len(flat.shard_names) * 0.75)
-    source = (np.arange(flat.num_samples) >= flat.offsets[cut]).astype(np.int32)
+    cut = flat.offsets[min(max(round(len(flat.shard_names) * 0.75), 1), len(flat.shard_names) - 1)] \
+        if len(flat.shard_names) > 1 else flat.num_samples * 3 // 4
+    source = (np.arange(flat.num_samples) >= cut).astype(np.int32)
     counts = flat_counts((flat.durations, source, ["a", "b"]), {"a": 3.0, "b": 1.0}, RULES, seed=0, epoch=0)
     t2 = time.perf_counter()
     plan = plan_epoch(flat, RULES, seed=0, epoch=0, world_size=world_size, counts=counts)
@@ -95,6 +96,7 @@ def measure_flat(path: str, world_size: int) -> dict:
             "hours": round(float(flat.durations.sum()) / 3600), "world_size": world_size,
             "read_s": round(t1 - t0, 2), "mix_s": round(t2 - t1, 2), "plan_s": round(t3 - t2, 2),
             "rank_batches_s": round(t4 - t3, 2), "total_s": round(t4 - t0, 2),
+            "cpu_s": round(time.process_time() - cpu0, 2),  # wall time on a busy shared machine overstates
             "planned_samples": int(counts.sum()), "global_batches": len(plan), "rank0_batches": len(mine),
             "baseline_rss_mb": round(baseline),
             "peak_rss_mb": round(peak_rss_mb()),
@@ -106,14 +108,15 @@ def measure_json(folder: str, world_size: int) -> dict:
     from asr_dist.data.plan import plan_train_epoch
 
     baseline = peak_rss_mb()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     index = load_index(folder)
     t1 = time.perf_counter()
     plan = plan_train_epoch(index, RULES, seed=0, epoch=0, world_size=world_size)
     t2 = time.perf_counter()
     return {"path": "objects (index.json)", "utterances": index.num_samples, "world_size": world_size,
             "read_s": round(t1 - t0, 2), "plan_s": round(t2 - t1, 2), "total_s": round(t2 - t0, 2),
-            "global_batches": len(plan), "baseline_rss_mb": round(baseline),
+            "cpu_s": round(time.process_time() - cpu0, 2), "global_batches": len(plan),
+            "baseline_rss_mb": round(baseline),
             "peak_rss_mb": round(peak_rss_mb()),
             "added_by_index_and_plan_mb": round(peak_rss_mb() - baseline)}
 

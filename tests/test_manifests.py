@@ -1,5 +1,5 @@
 """Importing other tools' manifests: NeMo JSON manifests (audio_filepath, duration, text, offset) into shards,
-with the same rejects report, and a manifest's wrong duration reported (docs/manifests.md)."""
+with the same rejects report, and a manifest's wrong duration reported (docs/data_sources.md)."""
 
 from __future__ import annotations
 

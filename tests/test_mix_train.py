@@ -46,7 +46,8 @@ def test_two_sources_resume_on_one_rank_and_report_the_mix_and_each_eval_set(cor
 
     log_dir, run_dir = tmp_path / "logs", tmp_path / "run"
     assert run_ranks(args(corpus, run_dir, "train.max_steps=2"), 2, log_dir, "two") == [0, 0], logs(log_dir, "two")
-    assert run_ranks(args(corpus, run_dir, "train.max_steps=4", "checkpoint.every_steps=3"), 1, log_dir, "one") == [0], logs(log_dir, "one")
+    one = args(corpus, run_dir, "train.max_steps=4", "checkpoint.every_steps=3")
+    assert run_ranks(one, 1, log_dir, "one") == [0], logs(log_dir, "one")
     assert "source beta: weight 1, 12 samples, 8 per epoch" in (log_dir / "one-rank0.log").read_text()
 
     # what the plan says the two runs trained on: 2 steps x 2 ranks, then the re-split tail for 1 rank

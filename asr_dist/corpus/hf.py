@@ -3,7 +3,7 @@
 Listing reads only the small columns (no audio). Each utterance's audio is named `hfds:FOLDER#ROW`;
 prepare's encoding workers open the dataset (memory-mapped Arrow, once per worker) and read that row's
 encoded bytes, undecoded (`Audio(decode=False)`: libsndfile decodes them as for any file, no torchcodec).
-Column names accepted: docs/manifests.md.
+Column names accepted: docs/data_sources.md.
 """
 
 from __future__ import annotations

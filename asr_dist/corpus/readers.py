@@ -34,7 +34,7 @@ class Utterance:
     duration: float | None = None
     speaker: str = ""
     meta: dict = field(default_factory=dict)  # extra JSON-able fields (voice, engine, condition ...) -> KEY.json
-    offset: float = 0.0  # seconds into `audio` where the utterance starts (NeMo segments); then `duration` is its length
+    offset: float = 0.0  # seconds into `audio` where it starts (NeMo segments); `duration` is then its length
 
 
 def make_key(name: str) -> str:
@@ -92,7 +92,7 @@ def _librispeech_speaker(name: str, trans: Path, root: Path) -> str:
 
 
 # Other manifests' names for our fields (NeMo: audio_filepath, duration, text, offset; speaker ids as `speaker`
-# in some NeMo recipes, `speaker_id`/`client_id` elsewhere). The first name present wins; docs/manifests.md.
+# in some NeMo recipes, `speaker_id`/`client_id` elsewhere). The first name present wins; docs/data_sources.md.
 FIELD_ALIASES = {
     "audio": ("audio", "audio_filepath", "audio_path", "path"),
     "text": ("text", "transcript", "sentence"),
@@ -103,7 +103,7 @@ MANIFEST_SUFFIXES = (".jsonl", ".json", ".tsv")
 
 def read_manifest(path: str | Path) -> Iterator[Utterance]:
     """Utterances of a JSON-lines manifest (.jsonl, or NeMo's .json: one object per line) or a .tsv
-    manifest (header row). Fields and their accepted names: docs/manifests.md.
+    manifest (header row). Fields and their accepted names: docs/data_sources.md.
 
     `audio` (or NeMo's `audio_filepath`) and `text` are required; `key`, `duration`, `speaker`, `offset`
     optional; any other field goes into `meta` and on into KEY.json. Relative audio paths resolve against
@@ -157,10 +157,11 @@ def _tsv_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
     fields = {ours: next((name for name in names if name in row), None) for ours, names in FIELD_ALIASES.items()}
-    missing = [f"{ours} (or {', '.join(FIELD_ALIASES[ours][1:])})" for ours in ("audio", "text") if fields[ours] is None]
+    missing = [f"{ours} (or {', '.join(FIELD_ALIASES[ours][1:])})" for ours in ("audio", "text")
+               if fields[ours] is None]
     if missing:
         raise CorpusError(f"{where}: missing field(s) {'; '.join(missing)} (have: {', '.join(row) or 'none'}); "
-                          "see docs/manifests.md")
+                          "see docs/data_sources.md")
     audio = Path(str(row[fields["audio"]]))
     if not audio.is_absolute():
         audio = base / audio

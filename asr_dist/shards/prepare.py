@@ -69,7 +69,8 @@ class PrepareSummary:
                 ("rejected", f"{self.num_rejected}", f"see {Path(self.out_dir) / REJECTS_NAME}" if self.num_rejected else "")]
         rows += [(f"  {reason}", f"{count}", "") for reason, count in sorted(self.rejected.items())]
         if self.warned:
-            rows.append(("kept with warnings", f"{sum(self.warned.values())}", f"see {Path(self.out_dir) / WARNINGS_NAME}"))
+            rows.append(("kept with warnings", f"{sum(self.warned.values())}",
+                         f"see {Path(self.out_dir) / WARNINGS_NAME}"))
             rows += [(f"  {reason}", f"{count}", "") for reason, count in sorted(self.warned.items())]
         rows += [("shards", f"{self.num_shards}", f"{self.shard_bytes / 1e6:.1f} MB in {self.out_dir}"),
                  ("time", f"{self.elapsed_s:.1f} s", f"{self.hours_per_minute:.2f} audio h/min")]
@@ -116,7 +117,8 @@ def write_shards(
         else:
             sink.add(result)
             kept_texts.append(result.text)
-            warnings += [Rejected(result.key, result.source, reason, detail) for reason, detail in result.warnings.items()]
+            warnings += [Rejected(result.key, result.source, reason, detail)
+                         for reason, detail in result.warnings.items()]
         if progress and (done % 200 == 0 or done == len(jobs)):
             print(f"  {done}/{len(jobs)} encoded, {len(sink.shards)} shard(s)", file=sys.stderr, flush=True)
     index = sink.finish()
@@ -197,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="asr-dist prepare",
         description="Write a corpus (LibriSpeech-layout folder, .jsonl or .tsv manifest) into WebDataset "
                     "shards with index.json and rejects.jsonl.")
-    parser.add_argument("source", help="LibriSpeech-layout folder, or a .jsonl/.json (NeMo)/.tsv manifest (docs/manifests.md)")
+    parser.add_argument("source", help="LibriSpeech-layout folder, Hugging Face dataset folder (save_to_disk), "
+                                       "or a .jsonl/.json (NeMo)/.tsv manifest (docs/data_sources.md)")
     parser.add_argument("out_dir", help="shard folder to write (e.g. data/shards/train)")
     parser.add_argument("--prefix", default="train", help="shard name prefix (default: train)")
     parser.add_argument("--processor", action="store_true",
