@@ -207,7 +207,7 @@ class CheckpointManager:
         if not self.cfg.every_minutes:
             return False
         elapsed = time.monotonic() - self._last_save_time >= 60.0 * self.cfg.every_minutes
-        return bool(self._broadcast_flag(elapsed))
+        return bool(self._share_flag(elapsed))
 
     # ------------------------------------------------------------------ saving
 
@@ -458,12 +458,13 @@ class CheckpointManager:
 
     def _agree(self, error: BaseException | None, doing: str) -> BaseException | None:
         """All-reduce 'did anything fail' so that every rank takes the same branch."""
-        failed = self._broadcast_flag(error is not None, op="max")
+        failed = self._share_flag(error is not None, op="max")
         if failed and error is None:
             error = RuntimeError(f"another rank failed while {doing}")
         return error
 
-    def _broadcast_flag(self, value: bool, op: str = "main") -> int:
+    def _share_flag(self, value: bool, op: str = "main") -> int:
+        """Collective: rank 0's value (op="main", a broadcast) or the maximum over ranks (op="max", an all-reduce)."""
         acc = self.accelerator
         if acc.num_processes == 1 or not dist.is_initialized():
             return int(value)

@@ -66,7 +66,7 @@ class DataConfig:
     eval_shards: str = ""  # (brace pattern, `pipe:...`) listing the index's shards in order; then set *_index
     train_index: str = ""  # index.json path; empty = <train_shards>/index.json
     eval_index: str = ""
-    processor: str = ""  # Wav2Vec2Processor folder; empty = build from the training transcripts
+    processor: str = ""  # Wav2Vec2Processor folder; empty = <train_shards>/processor (`asr-dist prepare --processor`)
     sample_rate: int = 16000
     max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch
     max_batch_samples: int = 32
@@ -297,7 +297,9 @@ class TrainConfig:
         _require(self.log_every >= 1, f"{at}.log_every", "an integer >= 1", self.log_every)
         _require(bool(self.run_dir), f"{at}.run_dir", "a folder path", self.run_dir)
         if self.deepspeed_config:
-            _require(Path(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
+            from asr_dist.repo_paths import repo_file  # relative: from the current folder, else the repository
+
+            _require(repo_file(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
                      "an existing DeepSpeed JSON file (see configs/deepspeed/)", self.deepspeed_config)
         for s in self.debug_nan_steps:
             _require(s >= 0, f"{at}.debug_nan_steps", "update numbers >= 0", s)

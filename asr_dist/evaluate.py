@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
-from asr_dist.model import takes_attention_mask
+from asr_dist.model import padding_changes_outputs, takes_attention_mask
 
 
 @dataclass

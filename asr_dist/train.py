@@ -62,8 +62,13 @@ def run(cfg: Config, backend=None) -> dict:
     from asr_dist.training.loop import TrainingLoop
     from asr_dist.training.preflight import preflight
 
+    from asr_dist import ds_ops, startup
+
+    if startup.launched_by_torchrun():
+        startup.die_with_launcher()  # a kill -9 of `accelerate launch` must not leave this rank training
     _setup_logging(_is_main_process())
     backend = backend or Backend.for_run(cfg)
+    ds_ops.prepare_ops(deepspeed=backend.is_deepspeed)  # venv build folder, stale locks, bounded op load
     folder = None
     if _is_main_process():
         preflight(cfg)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.slurm_job import read_events
+from asr_dist.launch.slurm_job import read_events
 
 pytestmark = pytest.mark.slurm
 

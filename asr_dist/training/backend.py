@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from asr_dist.config import Config, ConfigError
+from asr_dist.repo_paths import repo_file
 from asr_dist.training.precision import PrecisionChoice, choose_precision
 
 
@@ -41,6 +42,10 @@ def read_deepspeed_config(cfg: Config) -> dict | None:
             return {"zero_optimization": {"stage": stage}}
     if not path:
         return None
+    from_launcher = path == os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    path = str(repo_file(path))  # configs/deepspeed/X.json works from any folder (asr_dist/repo_paths.py)
+    if from_launcher:
+        os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = path  # the same file for Accelerate's own readers
     try:
         ds = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:

@@ -9,11 +9,13 @@ from the restored update number and budget (budget.py).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from asr_dist import startup
 from asr_dist.checkpoint import CheckpointManager
 from asr_dist.config import Config
 from asr_dist.data.loader import EvalLoader, TrainLoader, build_train_loader
@@ -25,7 +27,7 @@ from asr_dist.optim import build_optimizer
 from asr_dist.text import load_processor
 from asr_dist.training.backend import Backend
 from asr_dist.training.budget import RunProgress, TrainingBudget
-from asr_dist.training.step import Trainer
+from asr_dist.training.step import Trainer, quiet_known_warnings
 
 log = logging.getLogger("asr_dist.train")
 
@@ -70,7 +72,10 @@ def build(cfg: Config, backend: Backend) -> Components:
     encoder_freeze = EncoderFreeze(model, cfg.freezing.encoder_updates)
     optimizer = build_optimizer(model, cfg.optimizer)
 
-    accelerator = backend.build_accelerator(cfg)
+    world_env = f"{os.environ.get('WORLD_SIZE', '1')} ranks at {os.environ.get('MASTER_ADDR', '?')}:" \
+                f"{os.environ.get('MASTER_PORT', '?')}"
+    with startup.bounded(f"the rendezvous of {world_env} (torch.distributed process group)"):
+        accelerator = backend.build_accelerator(cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     sizes = count_parameters(model)
     log.info("%s on %d process(es), %s; precision %s (%s; %s); model %.2fM parameters (%.2fM trainable)",
@@ -81,7 +86,8 @@ def build(cfg: Config, backend: Backend) -> Components:
                                       grad_accum=cfg.train.grad_accum)
     eval_loader = build_eval_sets(cfg.data, processor, rank=rank, world_size=world,  # one loader, {name: loader}
                                   unpadded=padding_changes_outputs(model, processor))  # or None
-    model, optimizer = accelerator.prepare(model, optimizer)
+    with startup.bounded(f"the first collectives of {world_env} (model broadcast / DeepSpeed engine set-up)"):
+        model, optimizer = accelerator.prepare(model, optimizer)
     checkpoints = CheckpointManager(accelerator, cfg.train.run_dir, cfg.checkpoint, config=cfg, model=model,
                                     processor=processor, precision=backend.precision.to_dict())
 
@@ -98,6 +104,7 @@ def build(cfg: Config, backend: Backend) -> Components:
     budget = progress.budget
     # Built on the prepared optimizer (its param_groups are the ones DeepSpeed steps), after a resume: the
     # multiplier is a pure function of the step. Stepped once per update by the trainer, never by Accelerate.
+    quiet_known_warnings()
     scheduler = build_lr_scheduler(optimizer, cfg.schedule, budget.total_steps, budget.steps_per_epoch,
                                    start_step=progress.step, encoder_frozen_until=cfg.freezing.encoder_updates)
     trainer = Trainer(cfg, backend, accelerator, model, optimizer, scheduler, encoder_freeze,

@@ -26,6 +26,20 @@ from asr_dist.training.budget import RunProgress
 log = logging.getLogger("asr_dist.train")
 
 
+def quiet_known_warnings() -> None:
+    """Filters set once per process, before the first update.
+
+    torch warns at the scheduler's first step when the optimizer's own step() was not called: DeepSpeed steps
+    inside backward() and a skipped update has no step; the schedule follows the update count either way.
+    torch checks the DataLoader worker count at every DataLoader and iterator (each epoch, each evaluation):
+    shown once. Never a `warnings.catch_warnings()` per update: leaving it resets Python's "already shown"
+    registry, and every other warning (the worker count, ...) came back at every update.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            message=re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
+    warnings.filterwarnings("once", category=UserWarning, message="This DataLoader will create")
+
+
 class Trainer:
     """Owns the optimizer update: accumulation, normalization, clipping, non-finite skipping, counters."""
 
@@ -88,6 +102,28 @@ class Trainer:
         if self.encoder_freeze.active and not self.deepspeed:
             self._zero_encoder_grads()
 
+        grad_norm, totals, skipped = self._apply_update(ctc_sum, nonfinite)
+        progress = self.progress
+        if skipped:
+            progress.skipped_updates += 1
+            log.warning("step %d: non-finite loss or gradient (grad norm %s%s): update skipped on all ranks "
+                        "(%d so far)", progress.step, grad_norm, self._scale_note(), progress.skipped_updates)
+        lrs = self.learning_rates()
+        progress.step += 1
+        self.scheduler.step()  # after the update (torch's order warning is a false alarm: see quiet_known_warnings)
+        progress.audio_seconds_seen += audio_s
+        progress.samples_seen += int(samples)
+        if self.scaler is not None:
+            lrs["loss_scale"] = float(self.scaler.get_scale())
+        return {"loss": totals[0] / max(tokens, 1.0), "grad_norm": grad_norm, "skipped": bool(skipped),
+                "skipped_updates": progress.skipped_updates, "tokens": tokens, "samples": samples,
+                "audio_seconds": audio_s, "padded_seconds": padded_s,
+                "step_seconds": time.perf_counter() - started, **lrs}
+
+    def _apply_update(self, ctc_sum: torch.Tensor, nonfinite: torch.Tensor) -> tuple[float, list[float], bool]:
+        """Clip and step, or skip on every rank when the loss or the gradients are not finite (an fp16 overflow
+        included). Returns (grad norm, [global CTC sum, non-finite count], skipped)."""
+        acc, cfg = self.accelerator, self.cfg
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)  # true gradients for clipping; an overflow makes the norm inf
         max_norm = cfg.optimizer.max_grad_norm or math.inf
@@ -108,26 +144,7 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.update()  # halves the scale after an overflow, grows it after a run of good updates
         self.optimizer.zero_grad(set_to_none=True)
-        progress = self.progress
-        if skipped:
-            progress.skipped_updates += 1
-            log.warning("step %d: non-finite loss or gradient (grad norm %s%s): update skipped on all ranks "
-                        "(%d so far)", progress.step, grad_norm, self._scale_note(), progress.skipped_updates)
-        lrs = self.learning_rates()
-        progress.step += 1
-        with warnings.catch_warnings():
-            # torch warns when the optimizer's own step() was not called: DeepSpeed steps inside backward()
-            # and a skipped update has no step; the schedule follows the update count either way.
-            warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
-            self.scheduler.step()
-        progress.audio_seconds_seen += audio_s
-        progress.samples_seen += int(samples)
-        if self.scaler is not None:
-            lrs["loss_scale"] = float(self.scaler.get_scale())
-        return {"loss": totals[0] / max(tokens, 1.0), "grad_norm": grad_norm, "skipped": bool(skipped),
-                "skipped_updates": progress.skipped_updates, "tokens": tokens, "samples": samples,
-                "audio_seconds": audio_s, "padded_seconds": padded_s,
-                "step_seconds": time.perf_counter() - started, **lrs}
+        return grad_norm, totals, skipped
 
     def _scale_note(self) -> str:
         return f"; fp16 loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else ""
@@ -156,11 +173,12 @@ class Trainer:
 
     def _model_inputs(self, batch: dict, poison: bool = False) -> dict:
         device = self.accelerator.device
-        input_values = batch["input_values"].to(device)
+        input_values = batch["input_values"].to(device, non_blocking=True)  # pinned by the loader on GPUs
         if poison:  # train.debug_nan_steps: prove a non-finite update is skipped everywhere
             input_values = input_values.clone()
             input_values[0] = math.inf
-        inputs = {"input_values": input_values.to(self.input_dtype), "labels": batch["labels"].to(device)}
+        inputs = {"input_values": input_values.to(self.input_dtype),
+                  "labels": batch["labels"].to(device, non_blocking=True)}
         if self.use_attention_mask:
-            inputs["attention_mask"] = batch["attention_mask"].to(device)
+            inputs["attention_mask"] = batch["attention_mask"].to(device, non_blocking=True)
         return inputs
