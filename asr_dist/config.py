@@ -43,6 +43,22 @@ class AugmentConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One training source of data.train (mixing by weight: asr_dist/data/mix.py, docs/config.md)."""
+
+    name: str = ""  # shown in logs, metrics (mix/<name>/...) and the report; letters, digits, - and _
+    shards: str = ""  # like data.train_shards: a shard folder, or a URL spec with `index`
+    weight: float = 1.0  # share of an epoch's samples (relative to the other sources)
+    index: str = ""  # index.json path; empty = <shards>/index.json
+
+    def check(self, at: str) -> None:
+        _require(bool(self.name) and all(c.isalnum() or c in "-_" for c in self.name), f"{at}.name",
+                 "a non-empty name of letters, digits, '-' and '_'", self.name)
+        _require(bool(self.shards), f"{at}.shards", "a shard folder or URL spec", self.shards)
+        _require(self.weight > 0, f"{at}.weight", "a number > 0", self.weight)
+
+
+@dataclass
 class DataConfig:
     """Where the shards are and how batches are formed."""
 
@@ -67,8 +83,37 @@ class DataConfig:
     num_workers: int = 2
     tolerate_missing_shards: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Several weighted training sources instead of train_shards: [{name, shards, weight, index}, ...]
+    train: list[SourceConfig] = field(default_factory=list)
+    # Named eval sets instead of (or besides) eval_shards: {name: shard folder}; scores per set
+    eval: dict[str, str] = field(default_factory=dict)
+
+    def train_sources(self) -> list[SourceConfig]:
+        """data.train, or data.train_shards as one source named `train`."""
+        if self.train:
+            return list(self.train)
+        return [SourceConfig("train", self.train_shards, 1.0, self.train_index)] if self.train_shards else []
+
+    def eval_sets(self) -> dict[str, tuple[str, str]]:
+        """name -> (shards, index): data.eval, plus data.eval_shards as the set `eval`."""
+        sets = {name: (shards, "") for name, shards in self.eval.items()}
+        if self.eval_shards:
+            sets = {"eval": (self.eval_shards, self.eval_index), **sets}
+        return sets
 
     def check(self, at: str) -> None:
+        _require(not (self.train and self.train_shards), f"{at}.train",
+                 f"either {at}.train (sources) or {at}.train_shards, not both", [s.name for s in self.train])
+        names = [s.name for s in self.train]
+        for i, src in enumerate(self.train):
+            src.check(f"{at}.train[{i}]")
+            _require(names.count(src.name) == 1, f"{at}.train[{i}].name", "a name no other source has", src.name)
+        for name, shards in self.eval.items():
+            _require(isinstance(name, str) and bool(name) and all(c.isalnum() or c in "-_" for c in name),
+                     f"{at}.eval", "set names of letters, digits, '-' and '_'", name)
+            _require(isinstance(shards, str) and bool(shards), f"{at}.eval.{name}", "a shard folder", shards)
+        _require(not (self.eval_shards and "eval" in self.eval), f"{at}.eval.eval",
+                 f"another name ({at}.eval_shards is already the set 'eval')", self.eval.get("eval"))
         _require(self.sample_rate > 0, f"{at}.sample_rate", "a positive rate in Hz", self.sample_rate)
         _require(self.max_batch_seconds > 0, f"{at}.max_batch_seconds", "a positive number of seconds", self.max_batch_seconds)
         _require(self.pad_to_multiple_seconds >= 0, f"{at}.pad_to_multiple_seconds", "a number of seconds >= 0",
@@ -268,6 +313,7 @@ class CheckpointConfig:
     every_minutes: float = 0.0  # wall time since the last save, rank 0's clock; 0 = off
     keep_last: int = 2  # newest complete checkpoints kept (the one `latest` names always is)
     keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
+    best_eval_set: str = ""  # which data.eval set's WER keep_best follows; empty = the first set
     on_save_error: Literal["continue", "stop"] = "continue"  # after a failed save (previous one kept): train on, or raise on every rank
 
     def check(self, at: str) -> None:
@@ -345,6 +391,10 @@ class Config:
         for f in dataclasses.fields(self):
             getattr(self, f.name).check(f.name)
         self.schedule.check_steps("schedule", self.train.max_steps, "train.max_steps")
+        if self.checkpoint.best_eval_set:
+            _require(self.checkpoint.best_eval_set in self.data.eval_sets(), "checkpoint.best_eval_set",
+                     f"one of the eval sets ({', '.join(self.data.eval_sets()) or 'none configured'})",
+                     self.checkpoint.best_eval_set)
         if not self.model.pretrained:
             _require(self.freezing.lower_layers <= self.model.num_hidden_layers, "freezing.lower_layers",
                      f"at most model.num_hidden_layers ({self.model.num_hidden_layers})", self.freezing.lower_layers)

@@ -406,7 +406,8 @@ def _eval_section(eval_result: dict[str, Any]) -> list[str]:
         return lines + ["No evaluation was logged for this run.", ""]
     source = eval_result.get("source", "")
     n = eval_result.get("num_samples")
-    lines += [f"Final evaluation{f' on {n} utterances' if n else ''} (from `{source}`).", "",
+    primary = f" of the primary eval set `{eval_result['primary_set']}`" if eval_result.get("primary_set") else ""
+    lines += [f"Final evaluation{primary}{f' on {n} utterances' if n else ''} (from `{source}`).", "",
               "| | WER | CER | utterances |", "|---|---|---|---|",
               f"| **all** | **{_fmt(eval_result.get('wer'), 'pct')}** | **{_fmt(eval_result.get('cer'), 'pct')}** | {_fmt(n)} |"]
     subsets = eval_result.get("subsets", {})
@@ -424,6 +425,50 @@ def _eval_section(eval_result: dict[str, Any]) -> list[str]:
             tag = ex.get("key") or ex.get("subset") or ""
             lines.append(f"| {tag} | {ref} | {hyp} |")
         lines.append("")
+    return lines
+
+
+def _eval_sets_section(eval_result: dict[str, Any], metrics: RunMetrics) -> list[str]:
+    """WER/CER per named eval set (data.eval): from eval.json's "sets", else metrics.jsonl's eval_<name>/ keys."""
+    sets = {name: row for name, row in (eval_result.get("sets") or {}).items() if isinstance(row, dict)}
+    if not sets:
+        for key in metrics.keys("eval_"):
+            name, _, metric = key.removeprefix("eval_").partition("/")
+            if metric in ("wer", "cer", "loss", "num_samples"):
+                sets.setdefault(name, {})[metric] = metrics.last(key)
+    if not sets:
+        return []
+    primary = eval_result.get("primary_set")
+    lines = ["### Per eval set", "", "| set | WER | CER | loss | utterances |", "|---|---|---|---|---|"]
+    for name, row in sets.items():
+        label = f"{name} (primary)" if name == primary else name
+        lines.append(f"| {label} | {_fmt(row.get('wer'), 'pct')} | {_fmt(row.get('cer'), 'pct')} | "
+                     f"{_fmt(row.get('loss'))} | {_fmt(_int(row.get('num_samples')))} |")
+    return lines + [""]
+
+
+def _int(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _mix_section(metrics: RunMetrics) -> list[str]:
+    """Samples and audio hours trained on per source (mix/<source>/...), and what the duration bounds left out."""
+    names = [k.removeprefix("mix/").removesuffix("/samples") for k in metrics.keys("mix/") if k.endswith("/samples")]
+    left_out = metrics.last("data/left_out_by_duration")
+    if not names and left_out is None:
+        return []
+    lines = ["## Training mix", ""]
+    if names:
+        total = sum(metrics.last(f"mix/{n}/samples") or 0 for n in names) or 1
+        lines += ["| source | samples | share | audio hours | left out by duration |", "|---|---|---|---|---|"]
+        for n in names:
+            samples = metrics.last(f"mix/{n}/samples") or 0
+            lines.append(f"| {n} | {_fmt(int(samples))} | {_fmt(samples / total, 'pct')} | "
+                         f"{_fmt(metrics.last(f'mix/{n}/audio_hours'))} | "
+                         f"{_fmt(_int(metrics.last(f'mix/{n}/left_out_by_duration')))} |")
+        lines.append("")
+    if left_out is not None:
+        lines += [f"Utterances left out of the plan by data.min_duration/max_duration: {int(left_out)}.", ""]
     return lines
 
 
@@ -452,6 +497,8 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [f"| {name} | {value} |" for name, value in _summary_rows(metrics, eval_result, read_summary(run_dir))]
     lines.append("")
     lines += _eval_section(eval_result)
+    lines += _eval_sets_section(eval_result, metrics)
+    lines += _mix_section(metrics)
     if metrics.skipped_samples:
         lines += ["## Skipped samples", "", "| shard | key | reason |", "|---|---|---|"]
         lines += [f"| {shard} | {key} | {reason} |" for shard, key, reason in metrics.skipped_samples[:100]]

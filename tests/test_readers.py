@@ -114,7 +114,7 @@ def test_malformed_manifests_name_file_and_line(tmp_path, name, content, message
 
 def test_open_corpus_rejects_unknown_sources(tmp_path):
     (tmp_path / "x.csv").write_text("audio,text\n")
-    with pytest.raises(CorpusError, match="expected a LibriSpeech-layout folder or a .jsonl/.tsv manifest"):
+    with pytest.raises(CorpusError, match="expected a LibriSpeech-layout folder or a .jsonl/.json/.tsv manifest"):
         open_corpus(tmp_path / "x.csv")
     with pytest.raises(CorpusError, match="does not exist"):
         open_corpus(tmp_path / "missing.jsonl")

@@ -34,6 +34,7 @@ class Utterance:
     duration: float | None = None
     speaker: str = ""
     meta: dict = field(default_factory=dict)  # extra JSON-able fields (voice, engine, condition ...) -> KEY.json
+    offset: float = 0.0  # seconds into `audio` where it starts (NeMo segments); `duration` is then its length
 
 
 def make_key(name: str) -> str:
@@ -90,23 +91,35 @@ def _librispeech_speaker(name: str, trans: Path, root: Path) -> str:
 # ----------------------------------------------------------------------------- manifests
 
 
-def read_manifest(path: str | Path) -> Iterator[Utterance]:
-    """Utterances of a .jsonl manifest (one object per line) or a .tsv manifest (header row).
+# Other manifests' names for our fields (NeMo: audio_filepath, duration, text, offset; speaker ids as `speaker`
+# in some NeMo recipes, `speaker_id`/`client_id` elsewhere). The first name present wins; docs/data_sources.md.
+FIELD_ALIASES = {
+    "audio": ("audio", "audio_filepath", "audio_path", "path"),
+    "text": ("text", "transcript", "sentence"),
+    "speaker": ("speaker", "speaker_id", "client_id"),
+}
+MANIFEST_SUFFIXES = (".jsonl", ".json", ".tsv")
 
-    Fields: `audio` and `text` (required), `key`, `duration`, `speaker` (optional); any other field
-    goes into `meta` and on into KEY.json. Relative audio paths resolve against the manifest's folder.
-    Without a key, the key is the audio path (relative to the manifest folder) minus its suffix.
+
+def read_manifest(path: str | Path) -> Iterator[Utterance]:
+    """Utterances of a JSON-lines manifest (.jsonl, or NeMo's .json: one object per line) or a .tsv
+    manifest (header row). Fields and their accepted names: docs/data_sources.md.
+
+    `audio` (or NeMo's `audio_filepath`) and `text` are required; `key`, `duration`, `speaker`, `offset`
+    optional; any other field goes into `meta` and on into KEY.json. Relative audio paths resolve against
+    the manifest's folder. Without a key, the key is the audio path (relative to the manifest folder) minus
+    its suffix (plus the offset in ms for a NeMo segment, `offset` > 0).
     """
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"manifest {path} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path)
     elif suffix == ".tsv":
         rows = _tsv_rows(path)
     else:
-        raise CorpusError(f"manifest {path}: expected a .jsonl or .tsv file")
+        raise CorpusError(f"manifest {path}: expected a .jsonl, .json (JSON lines, NeMo) or .tsv file")
     for where, row in rows:
         yield _utterance_from_row(row, path.parent, where)
 
@@ -143,40 +156,58 @@ def _tsv_rows(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _utterance_from_row(row: dict, base: Path, where: str) -> Utterance:
-    missing = [name for name in ("audio", "text") if name not in row]
+    fields = {ours: next((name for name in names if name in row), None) for ours, names in FIELD_ALIASES.items()}
+    missing = [f"{ours} (or {', '.join(FIELD_ALIASES[ours][1:])})" for ours in ("audio", "text")
+               if fields[ours] is None]
     if missing:
-        raise CorpusError(f"{where}: missing field(s) {', '.join(missing)} (have: {', '.join(row) or 'none'})")
-    audio = Path(str(row["audio"]))
+        raise CorpusError(f"{where}: missing field(s) {'; '.join(missing)} (have: {', '.join(row) or 'none'}); "
+                          "see docs/data_sources.md")
+    audio = Path(str(row[fields["audio"]]))
     if not audio.is_absolute():
         audio = base / audio
-    duration = row.get("duration")
-    if duration in ("", None):
-        duration = None
-    else:
-        try:
-            duration = float(duration)
-        except (TypeError, ValueError):
-            raise CorpusError(f"{where}: duration {duration!r} is not a number") from None
+    duration = _seconds(row.get("duration"), "duration", where)
+    offset = _seconds(row.get("offset"), "offset", where) or 0.0
+    if offset < 0:
+        raise CorpusError(f"{where}: offset {offset} is negative")
+    if offset and duration is None:
+        raise CorpusError(f"{where}: offset {offset} needs a duration (the segment's length in seconds)")
     if row.get("key"):
         key = make_key(str(row["key"]))
     else:
         relative = audio.relative_to(base) if audio.is_relative_to(base) else Path(audio.name)
-        key = make_key(str(relative.with_suffix("")))
-    meta = {k: v for k, v in row.items() if k not in ("audio", "text", "key", "duration", "speaker")}
-    return Utterance(key=key, audio=str(audio), text=str(row["text"] or ""), duration=duration,
-                     speaker=str(row.get("speaker") or ""), meta=meta)
+        key = make_key(str(relative.with_suffix("")) + (f"-{round(offset * 1000):09d}" if offset else ""))
+    used = {fields["audio"], fields["text"], fields["speaker"], "key", "duration", "offset"}
+    meta = {k: v for k, v in row.items() if k not in used}
+    if offset:
+        meta["offset"] = offset  # where the segment starts in the audio file (seconds)
+    return Utterance(key=key, audio=str(audio), text=str(row[fields["text"]] or ""), duration=duration,
+                     speaker=str(row.get(fields["speaker"]) or "") if fields["speaker"] else "", meta=meta,
+                     offset=offset)
+
+
+def _seconds(value, name: str, where: str) -> float | None:
+    if value in ("", None):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CorpusError(f"{where}: {name} {value!r} is not a number of seconds") from None
 
 
 # ----------------------------------------------------------------------------- any source
 
 
 def open_corpus(source: str | Path) -> Iterator[Utterance]:
-    """Utterances of `source`: a folder is read as a LibriSpeech tree, a .jsonl/.tsv file as a manifest."""
+    """Utterances of `source`: a Hugging Face dataset folder (save_to_disk), else a folder is read as a
+    LibriSpeech tree; a .jsonl/.json/.tsv file as a manifest."""
     source = Path(source)
     if source.is_dir():
+        from asr_dist.corpus import hf
+        if hf.is_hf_dataset(source):
+            return hf.read_hf_dataset(source)
         return read_librispeech(source)
-    if source.is_file() and source.suffix.lower() in (".jsonl", ".tsv"):
+    if source.is_file() and source.suffix.lower() in MANIFEST_SUFFIXES:
         return read_manifest(source)
     if not source.exists():
         raise CorpusError(f"corpus {source} does not exist")
-    raise CorpusError(f"corpus {source}: expected a LibriSpeech-layout folder or a .jsonl/.tsv manifest")
+    raise CorpusError(f"corpus {source}: expected a LibriSpeech-layout folder or a .jsonl/.json/.tsv manifest")

@@ -2,6 +2,8 @@
 
 index.py   reads and validates index.json, maps shard names to URLs
 plan.py    the epoch plan: a pure function of (seed, epoch, world size, grad accumulation)
+mix.py     several weighted training sources (data.train): what an epoch draws from each, the mix counter
+flat_plan.py the same plan on flat arrays (index.npz) for corpora of millions of utterances
 augment.py speed / noise / gain, deterministic per (seed, epoch, key)
 batch.py   the Batch contract and collation (the run's processor normalizes and tokenizes)
 loader.py  shard reading and decoding in DataLoader workers; TrainLoader (resumable), EvalLoader

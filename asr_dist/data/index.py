@@ -35,6 +35,7 @@ class ShardInfo:
     name: str  # as written in index.json
     url: str  # where it is read from: a local path or a webdataset URL
     samples: tuple[SampleInfo, ...]
+    source: str = ""  # the data.train source it belongs to (data/mix.py); "" for a plain index
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from asr_dist.audio import read_audio
 from asr_dist.data.augment import Augmenter
 from asr_dist.data.batch import Batch, DecodedSample, collate
 from asr_dist.data.index import DatasetIndex, is_local, load_index, local_path
+from asr_dist.data.mix import MixCounter, combine, log_shares, open_sources
 from asr_dist.data.plan import BatchRules, EpochPosition, PlannedBatch, plan_eval, plan_train_epoch
 from asr_dist.data.stats import PipelineStats
 
@@ -136,6 +137,10 @@ class _PlannedBatchStream(IterableDataset):
                 wanted[s.shard].add(s.key)
         members: dict[str, dict[str, bytes]] = {}
         skipped: dict[str, str] = {}  # key -> reason
+        self._uses = defaultdict(int)  # a key drawn several times (up-sampled source) is freed at its last use
+        for b in batches:
+            for s in b.samples:
+                self._uses[s.key] += 1
         for shard_id, keys in wanted.items():
             url = self.index.shards[shard_id].url
             try:
@@ -154,7 +159,8 @@ class _PlannedBatchStream(IterableDataset):
             try:
                 if s.key in skipped_in_window:
                     raise ValueError(skipped_in_window[s.key])
-                parts = members.pop(s.key, {})  # each key is used once: free its bytes as we go
+                self._uses[s.key] -= 1
+                parts = members.get(s.key, {}) if self._uses[s.key] > 0 else members.pop(s.key, {})  # free at last use
                 if "flac" not in parts:
                     raise ValueError("no .flac member in the shard")
                 wave = decode_flac(parts["flac"], self.sample_rate)
@@ -268,7 +274,8 @@ class TrainLoader:
 
     def __init__(self, index: DatasetIndex, rules: BatchRules, processor, augmenter: Augmenter, *, seed: int,
                  rank: int, world_size: int, grad_accum: int, num_workers: int, sample_rate: int,
-                 tolerate_missing_shards: bool = False, pad_multiple: int = 0):
+                 tolerate_missing_shards: bool = False, pad_multiple: int = 0,
+                 weights: dict[str, float] | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.index, self.rules, self.processor, self.augmenter = index, rules, processor, augmenter
@@ -277,6 +284,8 @@ class TrainLoader:
         self.pad_multiple = pad_multiple
         self.position = EpochPosition(0, 0, world_size, grad_accum)
         self.stats = PipelineStats()
+        self.weights = weights  # several data.train sources: name -> weight (data/mix.py)
+        self.mix = MixCounter(index, rules, weights)
         self._plan_cache: tuple[int, list[PlannedBatch]] | None = None
         self._forever: Iterator[Batch] | None = None
 
@@ -284,7 +293,7 @@ class TrainLoader:
     def epoch_plan(self, epoch: int, world_size: int, grad_accum: int) -> list[PlannedBatch]:
         speed_of = (lambda key: self.augmenter.speed_factor(epoch, key)) if self.augmenter.changes_durations else None
         return plan_train_epoch(self.index, self.rules, seed=self.seed, epoch=epoch, world_size=world_size,
-                                grad_accum=grad_accum, speed_of=speed_of)
+                                grad_accum=grad_accum, speed_of=speed_of, weights=self.weights)
 
     def _global_batches(self) -> list[PlannedBatch]:
         p = self.position
@@ -313,7 +322,10 @@ class TrainLoader:
                                       epoch=self.epoch, sample_rate=self.sample_rate,
                                       tolerate_missing_shards=self.tolerate, pad_multiple=self.pad_multiple)
         for batch in _stream_batches(dataset, self.num_workers, self.stats):
-            self.position.batches_consumed += self.position.layout[0]
+            world = self.position.layout[0]
+            plan, at = self._global_batches(), self.position.batches_consumed
+            self.mix.add(plan[at:at + world])  # every rank counts the whole round: the same totals everywhere
+            self.position.batches_consumed += world
             yield batch
         self._next_epoch()
 
@@ -343,18 +355,23 @@ class TrainLoader:
     def metrics(self) -> dict[str, float]:
         return self.stats.take()
 
+    def mix_metrics(self) -> dict[str, float]:
+        """Samples and audio hours trained on per source so far (all ranks), and what was left out by duration."""
+        return self.mix.metrics()
+
     # -- state
     def _fingerprint(self) -> str:
         r, a = self.rules, self.augmenter.cfg
         speeds = sorted(a.speed_factors) if self.augmenter.changes_durations else []
         return f"{self.index.fingerprint()}:{r.max_batch_seconds}:{r.max_batch_samples}:{r.bucket_shards}:" \
-               f"{r.megabatch_factor}:{r.longest_first}:{r.min_duration}:{r.max_duration}:{speeds}"
+               f"{r.megabatch_factor}:{r.longest_first}:{r.min_duration}:{r.max_duration}:{speeds}" + \
+               (f":{sorted(self.weights.items())}" if self.weights and len(self.weights) > 1 else "")
 
     def state_dict(self) -> dict:
         p = self.position
         return {"epoch": p.epoch, "batches_consumed": p.batches_consumed, "plan_world_size": p.plan_world_size,
                 "plan_grad_accum": p.plan_grad_accum, "resplits": [list(r) for r in p.resplits],
-                "seed": self.seed, "fingerprint": self._fingerprint()}
+                "seed": self.seed, "fingerprint": self._fingerprint(), "mix": self.mix.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continues where `state` left off, on this loader's world size and accumulation."""
@@ -368,6 +385,7 @@ class TrainLoader:
         position = EpochPosition(int(state["epoch"]), int(state["batches_consumed"]), int(state["plan_world_size"]),
                                  int(state.get("plan_grad_accum", 1)), [list(r) for r in state.get("resplits", [])])
         self.position = position.moved_to(self.world_size, self.grad_accum)
+        self.mix.load_state_dict(state.get("mix", {}))
         if self.position is not position:
             log.info("resuming epoch %d at batch %d on %d rank(s) x %d accumulation (plan made for %d x %d): "
                      "the rest of the epoch is re-split", position.epoch, position.batches_consumed, self.world_size,
@@ -410,12 +428,26 @@ def _check_processor(processor, sample_rate: int) -> None:
 
 def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size: int, grad_accum: int) -> TrainLoader:
     _check_processor(processor, data_cfg.sample_rate)
-    index = _open_index(data_cfg.train_shards, data_cfg.train_index, data_cfg.tolerate_missing_shards, "train shards")
+    index, weights = open_train_sources(data_cfg)
     augmenter = Augmenter(data_cfg.augment, seed=seed, sample_rate=data_cfg.sample_rate)
     return TrainLoader(index, BatchRules.from_config(data_cfg), processor, augmenter, seed=seed, rank=rank,
                        world_size=world_size, grad_accum=grad_accum, num_workers=data_cfg.num_workers,
                        sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards,
-                       pad_multiple=_pad_multiple(data_cfg))
+                       pad_multiple=_pad_multiple(data_cfg), weights=weights)
+
+
+def open_train_sources(data_cfg) -> tuple[DatasetIndex, dict[str, float]]:
+    """data.train's sources (or data.train_shards as one) as one index plus their weights; a missing shard or
+    bad index is an error naming the source. Logs each source's share and what the duration bounds leave out."""
+    if not data_cfg.train:  # the plain train_shards: one source, messages as before
+        index = _open_index(data_cfg.train_shards, data_cfg.train_index, data_cfg.tolerate_missing_shards,
+                            "train shards")
+        index, weights = combine([("train", index)]), {"train": 1.0}
+    else:
+        index, weights = open_sources(data_cfg.train, lambda shards, index_path, what: _open_index(
+            shards, index_path, data_cfg.tolerate_missing_shards, what))
+    log_shares(index, weights, BatchRules.from_config(data_cfg))
+    return index, weights
 
 
 def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int, unpadded: bool = False) -> EvalLoader:

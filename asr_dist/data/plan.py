@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from asr_dist.data.index import DatasetIndex
+from asr_dist.data.mix import epoch_counts
 
 
 class PlanError(ValueError):
@@ -99,14 +100,17 @@ def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch, 0x5EED])))
 
 
-def _window_samples(index: DatasetIndex, shard_ids: Sequence[int], rules: BatchRules, speed_of: SpeedOf | None
-                    ) -> list[PlannedSample]:
+def _window_samples(index: DatasetIndex, shard_ids: Sequence[int], rules: BatchRules, speed_of: SpeedOf | None,
+                    counts: list[np.ndarray] | None = None) -> list[PlannedSample]:
+    """The window's samples in index order; with `counts` (weighted sources) each repeated as drawn."""
     out = []
     for sid in shard_ids:
-        for s in index.shards[sid].samples:
-            if rules.min_duration <= s.duration <= rules.max_duration:
+        for j, s in enumerate(index.shards[sid].samples):
+            times = int(counts[sid][j]) if counts is not None else \
+                int(rules.min_duration <= s.duration <= rules.max_duration)
+            if times:
                 factor = speed_of(s.key) if speed_of else 1.0
-                out.append(PlannedSample(int(sid), s.key, s.duration / factor))
+                out += [PlannedSample(int(sid), s.key, s.duration / factor)] * times
     return out
 
 
@@ -187,14 +191,22 @@ def _longest_first(batches: list[PlannedBatch], count: int) -> list[PlannedBatch
 
 
 def plan_train_epoch(index: DatasetIndex, rules: BatchRules, *, seed: int, epoch: int, world_size: int,
-                     grad_accum: int = 1, speed_of: SpeedOf | None = None) -> list[PlannedBatch]:
-    """The global list of micro-batches of one training epoch (length a multiple of world_size x grad_accum)."""
+                     grad_accum: int = 1, speed_of: SpeedOf | None = None,
+                     weights: dict[str, float] | None = None) -> list[PlannedBatch]:
+    """The global list of micro-batches of one training epoch (length a multiple of world_size x grad_accum).
+
+    `weights` (source name -> weight, several data.train sources) draws the epoch's samples by weight
+    first (data/mix.py); without it, or with one source, every sample within the duration bounds is used once.
+    """
+    counts = None
+    if weights is not None and len(weights) > 1:
+        counts = epoch_counts(index, weights, rules, seed=seed, epoch=epoch)
     rng = _rng(seed, epoch)
     order = rng.permutation(len(index.shards))
     batches: list[PlannedBatch] = []
     pool = rules.megabatch_factor * rules.max_batch_samples
     for w, shard_ids in enumerate(windows(order, rules.bucket_shards)):
-        samples = _window_samples(index, shard_ids, rules, speed_of)
+        samples = _window_samples(index, shard_ids, rules, speed_of, counts)
         samples = [samples[i] for i in rng.permutation(len(samples))]
         window_batches: list[PlannedBatch] = []
         for chunk in _balanced_chunks(samples, pool):

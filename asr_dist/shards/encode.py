@@ -39,7 +39,20 @@ REASONS = {
     "too_short_for_ctc": "fewer model frames than the transcript needs under CTC",
     "duplicate_key": "another utterance already has this key",
     "bad_key": "the key is empty or has characters other than A-Za-z0-9_- (a dot would split the sample)",
+    "bad_segment": "a manifest segment (offset, duration) that starts beyond the end of its audio file",
 }
+
+# Kept samples with something to know about (prepare's warnings.jsonl); the audio is the truth.
+WARNINGS = {
+    "duration_mismatch": "the manifest's duration differs from the audio's by more than 0.1 s and 5 %",
+}
+
+
+def duration_mismatch(declared: float | None, actual: float) -> str:
+    """A warning detail when a manifest's duration is wrong (it would mislead any plan built from it), else ""."""
+    if declared is None or abs(declared - actual) <= max(0.1, 0.05 * actual):
+        return ""
+    return f"the manifest says {declared:.3f} s, the audio has {actual:.3f} s (the audio's length is used)"
 
 # wav2vec2's convolutional feature encoder (kernel, stride): 320 samples per frame, 20 ms at 16 kHz.
 WAV2VEC2_CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
@@ -74,6 +87,7 @@ class EncodedSample:
     speaker: str
     source: str
     meta: dict = field(default_factory=dict)
+    warnings: dict = field(default_factory=dict)  # WARNINGS reason -> detail
 
     def json_bytes(self) -> bytes:
         record = {**self.meta, "text": self.text, "duration": self.duration, "speaker": self.speaker,
@@ -101,11 +115,18 @@ class AudioProblem(Exception):
 
 def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rejected:
     """Read `utt.audio`, check it against `utt.text` (already normalized) and the limits, encode FLAC."""
-    try:
-        pcm = read_pcm16(utt.audio, limits.sample_rate, max_seconds=limits.max_duration)
+    try:  # a segment of a longer file (NeMo offset) is cut after reading: the file itself may be long
+        pcm = read_pcm16(utt.audio, limits.sample_rate, max_seconds=None if utt.offset else limits.max_duration)
     except AudioProblem as e:
         return Rejected(utt.key, utt.audio, e.reason, e.detail)
+    if utt.offset:
+        start = round(utt.offset * limits.sample_rate)
+        if start >= len(pcm):
+            return Rejected(utt.key, utt.audio, "bad_segment",
+                            f"offset {utt.offset} s is beyond the file's {len(pcm) / limits.sample_rate:.3f} s")
+        pcm = pcm[start:start + round(utt.duration * limits.sample_rate)]
     duration = len(pcm) / limits.sample_rate
+    mismatch = duration_mismatch(utt.duration, duration)
     if duration < limits.min_duration:
         return Rejected(utt.key, utt.audio, "too_short", f"{duration:.3f} s < min_duration {limits.min_duration} s")
     if duration > limits.max_duration:
@@ -117,7 +138,8 @@ def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rej
     buffer = io.BytesIO()
     sf.write(buffer, pcm, limits.sample_rate, format="FLAC", subtype="PCM_16")
     return EncodedSample(key=utt.key, flac=buffer.getvalue(), num_samples=len(pcm), duration=duration,
-                         text=utt.text, speaker=utt.speaker, source=utt.audio, meta=dict(utt.meta))
+                         text=utt.text, speaker=utt.speaker, source=utt.audio, meta=dict(utt.meta),
+                         warnings={"duration_mismatch": mismatch} if mismatch else {})
 
 
 def init_worker() -> None:
@@ -139,12 +161,20 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
     """Mono int16 samples at `sample_rate`, or AudioProblem naming what is wrong with the file.
     A file whose header declares more than `max_seconds` (+1 s) is rejected as too_long unread,
     so that an hour-long recording in a corpus of sentences costs nothing."""
-    if not Path(path).is_file():
+    source = path
+    if path.startswith("hfds:"):  # a row of a saved Hugging Face dataset (asr_dist/corpus/hf.py)
+        from asr_dist.corpus.hf import open_audio
+        try:
+            source = open_audio(path)
+        except FileNotFoundError as e:
+            raise AudioProblem("missing_audio", str(e)) from None
+    elif not Path(path).is_file():
         raise AudioProblem("missing_audio", f"no such file: {path}")
-    if Path(path).stat().st_size == 0:
+    size = Path(path).stat().st_size if isinstance(source, str) else source.getbuffer().nbytes
+    if size == 0:
         raise AudioProblem("unreadable", "empty file (0 bytes)")
     try:
-        info = sf.info(path)
+        info = sf.info(source)
     except Exception as e:  # libsndfile's error for anything it cannot open
         raise AudioProblem("unreadable", _one_line(e)) from None
     if info.frames == 0:
@@ -156,7 +186,9 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
         raise AudioProblem("truncated", f"the WAV header declares {declared[0]} data bytes, the file has {declared[1]}")
     exact = info.samplerate == sample_rate and info.channels == 1 and info.subtype == "PCM_16"
     try:
-        with sf.SoundFile(path) as f:
+        if not isinstance(source, str):
+            source.seek(0)
+        with sf.SoundFile(source) as f:
             data = f.read(dtype="int16" if exact else "float64", always_2d=True)
     except Exception as e:  # a decode error after a good header: the stream is cut or damaged
         raise AudioProblem("truncated", f"decode error: {_one_line(e)}") from None

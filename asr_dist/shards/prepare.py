@@ -32,6 +32,7 @@ from asr_dist.shards.writer import INDEX_NAME, ShardSink, remove_stale_shards, w
 from asr_dist.text import TextRules, UnnormalizableText, build_processor, normalize_text
 
 REJECTS_NAME = "rejects.jsonl"
+WARNINGS_NAME = "warnings.jsonl"  # kept samples with a problem worth knowing (a manifest's wrong duration)
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what make_key produces; WebDataset splits keys at dots
 PROCESSOR_DIR = "processor"
 
@@ -50,6 +51,7 @@ class PrepareSummary:
     num_shards: int
     shard_bytes: int
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    warned: dict[str, int] = field(default_factory=dict)  # kept, but see warnings.jsonl: reason -> count
     elapsed_s: float = 0.0
     processor_dir: str | None = None
 
@@ -66,6 +68,10 @@ class PrepareSummary:
                 ("kept", f"{self.num_kept}", f"{self.kept_seconds / 3600:.3f} h of audio"),
                 ("rejected", f"{self.num_rejected}", f"see {Path(self.out_dir) / REJECTS_NAME}" if self.num_rejected else "")]
         rows += [(f"  {reason}", f"{count}", "") for reason, count in sorted(self.rejected.items())]
+        if self.warned:
+            rows.append(("kept with warnings", f"{sum(self.warned.values())}",
+                         f"see {Path(self.out_dir) / WARNINGS_NAME}"))
+            rows += [(f"  {reason}", f"{count}", "") for reason, count in sorted(self.warned.items())]
         rows += [("shards", f"{self.num_shards}", f"{self.shard_bytes / 1e6:.1f} MB in {self.out_dir}"),
                  ("time", f"{self.elapsed_s:.1f} s", f"{self.hours_per_minute:.2f} audio h/min")]
         if self.processor_dir:
@@ -104,12 +110,15 @@ def write_shards(
     limits = AudioLimits(sample_rate=sample_rate, min_duration=min_duration, max_duration=max_duration)
     sink = ShardSink(out, prefix, int(target_shard_mb * 1e6), sample_rate)
     kept_texts: list[str] = []
+    warnings: list[Rejected] = []  # same record shape as a reject, for kept samples
     for done, result in enumerate(_encode_in_order(jobs, limits, num_workers), 1):
         if isinstance(result, Rejected):
             rejects.append(result)
         else:
             sink.add(result)
             kept_texts.append(result.text)
+            warnings += [Rejected(result.key, result.source, reason, detail)
+                         for reason, detail in result.warnings.items()]
         if progress and (done % 200 == 0 or done == len(jobs)):
             print(f"  {done}/{len(jobs)} encoded, {len(sink.shards)} shard(s)", file=sys.stderr, flush=True)
     index = sink.finish()
@@ -117,11 +126,12 @@ def write_shards(
 
     rejects.sort(key=lambda r: (r.key, r.source, r.reason))
     _write_rejects(out / REJECTS_NAME, rejects)
+    _write_rejects(out / WARNINGS_NAME, warnings)
     summary = PrepareSummary(
         out_dir=str(out), prefix=prefix, num_inputs=len(utterances), num_kept=index["num_samples"],
         kept_seconds=index["total_seconds"], num_shards=len(index["shards"]),
         shard_bytes=sum(s["num_bytes"] for s in index["shards"]),
-        rejected=dict(Counter(r.reason for r in rejects)))
+        rejected=dict(Counter(r.reason for r in rejects)), warned=dict(Counter(w.reason for w in warnings)))
     if not kept_texts:
         summary.elapsed_s = time.monotonic() - started
         what = f"all {len(utterances)} inputs were rejected" if utterances else "the corpus lists no utterances"
@@ -189,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="asr-dist prepare",
         description="Write a corpus (LibriSpeech-layout folder, .jsonl or .tsv manifest) into WebDataset "
                     "shards with index.json and rejects.jsonl.")
-    parser.add_argument("source", help="LibriSpeech-layout folder, or a .jsonl/.tsv manifest")
+    parser.add_argument("source", help="LibriSpeech-layout folder, Hugging Face dataset folder (save_to_disk), "
+                                       "or a .jsonl/.json (NeMo)/.tsv manifest (docs/data_sources.md)")
     parser.add_argument("out_dir", help="shard folder to write (e.g. data/shards/train)")
     parser.add_argument("--prefix", default="train", help="shard name prefix (default: train)")
     parser.add_argument("--processor", action="store_true",

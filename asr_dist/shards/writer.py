@@ -95,6 +95,8 @@ def write_index(out_dir: str | Path, index: dict) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(index, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    from asr_dist.data.flat_plan import write_flat_index  # the planning arrays for large corpora (index.npz)
+    write_flat_index(out_dir, index)
     return path
 
 

@@ -112,9 +112,9 @@ class Backend:
 
     # -- checks
     def check(self, cfg: Config) -> None:
-        if not cfg.data.train_shards:
+        if not cfg.data.train_sources():
             raise ConfigError("data.train_shards = '' is not allowed for training; expected the shard folder "
-                              "written by `asr-dist prepare` (with index.json)")
+                              "written by `asr-dist prepare` (with index.json), or sources in data.train")
         stage = self.zero_stage
         if cfg.model.layerdrop > 0 and stage in (0, 1, 2):
             raise ConfigError(f"model.layerdrop = {cfg.model.layerdrop} is not allowed with DeepSpeed ZeRO-{stage} "

@@ -18,7 +18,8 @@ import torch
 from asr_dist import startup
 from asr_dist.checkpoint import CheckpointManager
 from asr_dist.config import Config
-from asr_dist.data.loader import EvalLoader, TrainLoader, build_eval_loader, build_train_loader
+from asr_dist.data.loader import EvalLoader, TrainLoader, build_train_loader
+from asr_dist.eval_sets import build_eval_sets
 from asr_dist.lr_schedule import build_lr_scheduler
 from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters, padding_changes_outputs, \
     takes_attention_mask
@@ -33,7 +34,7 @@ log = logging.getLogger("asr_dist.train")
 
 def processor_path(cfg: Config) -> Path:
     """data.processor, or the processor `asr-dist prepare --processor` wrote next to the training shards."""
-    return Path(cfg.data.processor) if cfg.data.processor else Path(cfg.data.train_shards) / "processor"
+    return Path(cfg.data.processor) if cfg.data.processor else Path(cfg.data.train_sources()[0].shards) / "processor"
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Components:
     model: torch.nn.Module  # prepared (DDP- or DeepSpeed-wrapped)
     optimizer: object
     train_loader: TrainLoader
-    eval_loader: EvalLoader | None
+    eval_loader: EvalLoader | dict[str, EvalLoader] | None  # several: data.eval's named sets
     trainer: Trainer
     checkpoints: CheckpointManager
     progress: RunProgress
@@ -83,9 +84,8 @@ def build(cfg: Config, backend: Backend) -> Components:
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
                                       grad_accum=cfg.train.grad_accum)
-    eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world,
-                                     unpadded=padding_changes_outputs(model, processor))
-                   if cfg.data.eval_shards else None)
+    eval_loader = build_eval_sets(cfg.data, processor, rank=rank, world_size=world,  # one loader, {name: loader}
+                                  unpadded=padding_changes_outputs(model, processor))  # or None
     with startup.bounded(f"the first collectives of {world_env} (model broadcast / DeepSpeed engine set-up)"):
         model, optimizer = accelerator.prepare(model, optimizer)
     checkpoints = CheckpointManager(accelerator, cfg.train.run_dir, cfg.checkpoint, config=cfg, model=model,

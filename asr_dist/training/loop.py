@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from asr_dist.evaluate import evaluate
+from asr_dist.eval_sets import evaluate_sets
 from asr_dist.export import export_pretrained
 from asr_dist.metrics import MetricsLogger, ThroughputMeter
 from asr_dist.runfolder import EVAL, EXPORT, SUMMARY, RunFolder
@@ -48,8 +48,8 @@ class TrainingLoop:
         p = self.parts
         if p.eval_loader is None:
             return None
-        result = evaluate(p.model, p.eval_loader, p.processor, self.acc, self.cfg.eval,
-                          mixed_precision=p.backend.mode)
+        result = evaluate_sets(p.model, p.eval_loader, p.processor, self.acc, self.cfg.eval,
+                               mixed_precision=p.backend.mode, primary=self.cfg.checkpoint.best_eval_set)
         self.metrics.log_eval(result, p.progress.step, self.epoch())
         return result
 
@@ -104,7 +104,7 @@ class TrainingLoop:
                 self.metrics.log({**stats, "loss_avg": window_loss / max(window_steps, 1),
                                   **self.throughput.summary(self.acc), "data_wait_seconds": data_wait,
                                   "epoch_index": p.train_loader.epoch, "memory_mb": memory_mb()["now"],
-                                  "data/skipped_samples": len(skipped),
+                                  "data/skipped_samples": len(skipped), **p.train_loader.mix_metrics(),
                                   **({"data/skipped": skipped} if skipped else {})},  # [shard, key, reason] each
                                  step, self.epoch())
                 window_loss, window_steps = 0.0, 0

@@ -33,12 +33,20 @@ def check_paths(cfg: Config) -> None:
     from asr_dist.training.components import processor_path
 
     d = cfg.data
-    problems = [_shards_problem("data.train_shards", d.train_shards, "data.train_index", d.train_index)]
+    if d.train:  # several sources: each one's shards, named by its position and name
+        problems = [_shards_problem(f"data.train[{i}].shards ({s.name})", s.shards, f"data.train[{i}].index", s.index)
+                    for i, s in enumerate(d.train)]
+    else:
+        problems = [_shards_problem("data.train_shards", d.train_shards, "data.train_index", d.train_index)]
+    train_ok = not any(problems)
     if d.eval_shards:
         problems.append(_shards_problem("data.eval_shards", d.eval_shards, "data.eval_index", d.eval_index))
+    for name, shards in d.eval.items():
+        problems.append(_shards_problem(f"data.eval.{name}", shards, "data.eval_shards with data.eval_index "
+                                        "(named sets take shard folders)", ""))
     processor = processor_path(cfg)
-    if not problems[0] and not (processor / "vocab.json").is_file():
-        key = "data.processor" if d.processor else "data.train_shards"
+    if train_ok and not (processor / "vocab.json").is_file():
+        key = "data.processor" if d.processor else ("data.train[0].shards" if d.train else "data.train_shards")
         fix = ("a processor folder (vocab.json + preprocessor_config.json)" if d.processor else
                "shards prepared with `asr-dist prepare ... --processor`, or set data.processor")
         problems.append(f"{key}: no processor at {processor} (needs vocab.json): expected {fix}")
