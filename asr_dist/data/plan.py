@@ -232,7 +232,10 @@ def plan_eval(index: DatasetIndex, rules: BatchRules, *, world_size: int) -> lis
         samples = _window_samples(index, shard_ids, rules, None)
         batches += cut_sorted(_by_duration(samples), rules, w)
     if sum(len(b.samples) for b in batches) >= world_size:
-        batches = split_to_multiple(batches, world_size, f"eval set {index.path}")
+        try:
+            batches = split_to_multiple(batches, world_size, f"eval set {index.path}")
+        except PlanError:  # one-utterance batches (unpadded evaluation) cannot be split: ranks differ by one
+            pass           # batch, which evaluation handles (ZeRO-3 ranks run a silent forward to keep step)
     return batches
 
 
