@@ -259,7 +259,7 @@ class CheckpointConfig:
     every_steps: int = 500  # 0 = off
     every_minutes: float = 0.0  # wall time since the last save, rank 0's clock; 0 = off
     keep_last: int = 2  # newest complete checkpoints kept (the one `latest` names always is)
-    keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
+    keep_best: bool = False  # also keep the checkpoint with the lowest primary eval metric (eval.primary_metric: WER, CER for zh/ja)
     on_save_error: Literal["continue", "stop"] = "continue"  # after a failed save (previous one kept): train on, or raise on every rank
 
     def check(self, at: str) -> None:
@@ -273,10 +273,13 @@ class EvalConfig:
     every_steps: int = 0  # 0 = only at the end
     num_examples: int = 5  # reference/hypothesis pairs printed
     subset_field: str = "speaker"  # per-subset WER breakdown by this metadata field
+    primary_metric: str = "auto"  # what eval.json names and checkpoint.keep_best ranks by: auto (the language's: wer, or cer for zh/ja), wer, cer, mer
 
     def check(self, at: str) -> None:
         _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = only at the end)", self.every_steps)
         _require(self.num_examples >= 0, f"{at}.num_examples", "an integer >= 0", self.num_examples)
+        _require(self.primary_metric in ("auto", "wer", "cer", "mer"), f"{at}.primary_metric",
+                 "one of auto, wer, cer, mer", self.primary_metric)
 
 
 @dataclass

@@ -336,6 +336,7 @@ def run(cfg: Config) -> dict:
     from accelerate.utils import gather_object, set_seed
 
     from asr_dist.checkpoint import CheckpointManager
+    from asr_dist.data.language import run_language
     from asr_dist.data.loader import build_eval_loader, build_train_loader
     from asr_dist.evaluate import evaluate
     from asr_dist.export import export_pretrained
@@ -347,6 +348,7 @@ def run(cfg: Config) -> dict:
     check_launch(cfg, ds_config)
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
     processor = load_processor(processor_path(cfg))
+    run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
 
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
@@ -435,7 +437,7 @@ def run(cfg: Config) -> dict:
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < total_steps:
                 evaluation = run_eval()
             if checkpoints.due(step):
-                checkpoints.save(step, extra_state, {"wer": evaluation.wer} if evaluation else None)
+                checkpoints.save(step, extra_state, evaluation.checkpoint_metrics() if evaluation else None)
                 last_saved = step
             if stop.should_stop(accelerator):
                 metrics.write(f"stopping at step {step}: {stop.reason}; saving a checkpoint to resume from")
@@ -457,7 +459,7 @@ def run(cfg: Config) -> dict:
             if accelerator.is_main_process:
                 (run_dir / "eval.json").write_text(json.dumps(result["eval"], indent=1))
         if cfg.checkpoint.every_steps and last_saved != trainer.step:
-            checkpoints.save(trainer.step, extra_state, {"wer": final.wer} if final else None)
+            checkpoints.save(trainer.step, extra_state, final.checkpoint_metrics() if final else None)
         result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
     memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank (collective)
     result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export

@@ -110,11 +110,11 @@ def build_processor(texts: Iterable[str], out_dir: str | Path | None = None,
     return processor
 
 
-def processor_language(processor) -> str:
-    """The language a processor's vocabulary was built for ("en" for processors from before languages
-    and for foreign ones, e.g. a hub model's)."""
+def processor_language(processor, default: str | None = None) -> str | None:
+    """The language a processor's vocabulary was built for; `default` when it records none (processors
+    from before languages, which are English, or other tools' processors)."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    return (getattr(tokenizer, "init_kwargs", {}) or {}).get(LANGUAGE_KEY) or "en"
+    return (getattr(tokenizer, "init_kwargs", {}) or {}).get(LANGUAGE_KEY) or default
 
 
 def load_processor(path: str | Path) -> "Wav2Vec2Processor":
