@@ -295,10 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_cfg.check("data")
         eval_cfg.check("eval")
+        _check_same_language(processor, str(shard_dir), model_dir)
         loader = build_eval_loader(data_cfg, processor, rank=accelerator.process_index,
                                    world_size=accelerator.num_processes)
         result = evaluate(model, loader, processor, accelerator, eval_cfg, args.mixed_precision)
-    except (ConfigError, ShardIndexError, ShardReadError) as e:  # bad options or data: say which, no traceback
+    except (ConfigError, ShardIndexError, ShardReadError, ValueError) as e:  # bad options or data: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
@@ -309,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
                                       **result.to_dict(utterances=True)}, indent=1))
         print(f"wrote {output}")
     return 0
+
+
+def _check_same_language(processor, shard_dir: str, model_dir: Path) -> None:
+    """A model is scored on shards written with its own language's text rules."""
+    from asr_dist.data.index import load_index
+
+    shard_language = load_index(shard_dir).language
+    model_language = processor_language(processor)
+    if model_language is not None and model_language != shard_language:
+        raise ValueError(f"{model_dir} was trained on {model_language!r} text but {shard_dir} was prepared with "
+                         f"--language {shard_language}: references and hypotheses would be spelled differently")
 
 
 if __name__ == "__main__":

@@ -239,3 +239,17 @@ def test_training_refuses_train_and_eval_shards_of_two_languages(tmp_path):
     spanish = build_processor(["hola"], language="es")
     with pytest.raises(LanguageMismatch, match="processor's vocabulary: 'es'"):
         run_language(DataConfig(train_shards=str(train)), spanish)
+
+
+def test_report_names_the_primary_metric(tmp_path):
+    from asr_dist.evaluate import score
+    from asr_dist.report import RunMetrics, _summary_rows
+
+    records = [{"key": "a", "ref": "你好世界", "hyp": "你好", "subset": None, "loss": 1.0, "tokens": 4}]
+    eval_result = score(records, language="zh").to_dict()
+    rows = dict(_summary_rows(RunMetrics(), eval_result, {}))
+    assert rows["primary metric"] == "CER (language zh)"
+    assert "50" in rows["final eval CER"]
+    english = dict(_summary_rows(RunMetrics(), score(
+        [{**records[0], "ref": "A B", "hyp": "A"}]).to_dict(), {}))
+    assert "primary metric" not in english
