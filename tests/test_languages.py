@@ -253,3 +253,49 @@ def test_report_names_the_primary_metric(tmp_path):
     english = dict(_summary_rows(RunMetrics(), score(
         [{**records[0], "ref": "A B", "hyp": "A"}]).to_dict(), {}))
     assert "primary metric" not in english
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def _train(tmp_path, train, dev, run_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "asr_dist.train", "--config", str(repo / "configs" / "train" / "tiny.yaml"),
+           f"data.train_shards={train}", f"data.eval_shards={dev}", f"train.run_dir={run_dir}", "train.max_steps=3",
+           "data.max_batch_seconds=4.0", "data.max_duration=4.0"]
+    return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_spanish_survives_prepare_train_export_pipeline_and_mixed_languages_are_refused(tmp_path):
+    import transformers
+
+    from asr_dist.shards.prepare import main as prepare
+
+    texts = {f"u{i}": t for i, t in enumerate(["El niño comió pingüino.", "¿Qué pasó, señor Muñoz?",
+                                               "La cigüeña voló sobre el árbol.", "Él está aquí."])}
+    manifest = _manifest(tmp_path, texts)
+    assert prepare([str(manifest), str(tmp_path / "train"), "--language", "es", "--processor", "--workers", "0"]) == 0
+    assert prepare([str(manifest), str(tmp_path / "dev"), "--language", "es", "--prefix", "dev", "--workers", "0"]) == 0
+    run_dir = tmp_path / "run"
+    proc = _train(tmp_path, tmp_path / "train", tmp_path / "dev", run_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["language"] == "es" and result["primary_metric"] == "wer" and result["mer"] is None
+    asr = transformers.pipeline("automatic-speech-recognition", model=str(run_dir / "export"), device="cpu")
+    tokenizer = asr.tokenizer
+    assert processor_language(tokenizer) == "es"
+    for text in ("el niño comió pingüino", "qué pasó señor muñoz"):
+        ids = tokenizer(text).input_ids
+        assert tokenizer.unk_token_id not in ids and tokenizer.decode(ids, group_tokens=False) == text
+    assert isinstance(asr(str(tmp_path / "u0.wav"))["text"], str)
+
+    assert prepare([str(manifest), str(tmp_path / "dev_en"), "--prefix", "dev", "--workers", "0",
+                    "--unspeakable", "drop"]) == 0  # the same audio under English rules
+    proc = _train(tmp_path, tmp_path / "train", tmp_path / "dev_en", tmp_path / "mixed")
+    assert proc.returncode != 0
+    assert "mixes the text rules of different languages" in proc.stderr and "'es'" in proc.stderr and "'en'" in proc.stderr
