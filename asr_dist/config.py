@@ -119,6 +119,7 @@ class ModelConfig:
     # scratch far more stably at high learning rates.
     feat_extract_norm: Literal["group", "layer"] = "group"
     do_stable_layer_norm: bool = False
+    adapter_attn_dim: int = 0  # MMS-style attention adapters of this width after every layer (0 = none; MMS uses 16)
 
     def check(self, at: str) -> None:
         _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",
@@ -217,6 +218,7 @@ class FreezingConfig:
     feature_encoder: bool = True  # the CNN over raw audio
     lower_layers: int = 0  # lowest N transformer layers
     encoder_updates: int = 0  # fairseq's freeze_finetune_updates: only the CTC head learns for K updates
+    adapters_only: bool = False  # train only the MMS adapter layers and the CTC head; export writes adapter.<lang>.safetensors
 
     def check(self, at: str) -> None:
         _require(self.lower_layers >= 0, f"{at}.lower_layers", "an integer >= 0", self.lower_layers)

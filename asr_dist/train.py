@@ -348,7 +348,7 @@ def run(cfg: Config) -> dict:
     check_launch(cfg, ds_config)
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
     processor = load_processor(processor_path(cfg))
-    run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
+    language = run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
 
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
@@ -461,6 +461,10 @@ def run(cfg: Config) -> dict:
         if cfg.checkpoint.every_steps and last_saved != trainer.step:
             checkpoints.save(trainer.step, extra_state, final.checkpoint_metrics() if final else None)
         result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
+        if cfg.freezing.adapters_only and accelerator.is_main_process:  # as MMS ships them: adapter.<lang>.safetensors
+            from asr_dist.adapters import write_adapter_file
+
+            write_adapter_file(run_dir / "export", language)
     memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank (collective)
     result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export
     result["training_memory_mb"] = [m["end_of_training"] for m in memory]  # held after the last update
