@@ -126,6 +126,8 @@ class ModelConfig:
                  "conv_dim, conv_kernel and conv_stride of equal length", (self.conv_dim, self.conv_kernel, self.conv_stride))
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             _require(getattr(self, name) >= 1, f"{at}.{name}", "an integer >= 1", getattr(self, name))
+        _require(self.adapter_attn_dim >= 0, f"{at}.adapter_attn_dim", "an integer >= 0 (0 = no adapters)",
+                 self.adapter_attn_dim)
         _require(self.hidden_size % self.num_attention_heads == 0, f"{at}.num_attention_heads",
                  f"a divisor of model.hidden_size ({self.hidden_size})", self.num_attention_heads)
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",

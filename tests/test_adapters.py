@@ -77,3 +77,41 @@ def test_adapter_errors_are_clear(tmp_path):
     plain.save_pretrained(str(tmp_path))
     with pytest.raises(ValueError, match="no adapter layers to save"):
         write_adapter_file(tmp_path, "en")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ddp", "zero2"])
+def test_adapter_only_training_under_ddp_and_zero2(backend, tiny_shards, tmp_path):
+    from accelerate.utils import set_seed
+    from safetensors.torch import load_file
+
+    from asr_dist.config import load_config
+    from asr_dist.text import load_processor
+    from tests.test_train import TINY as TINY_YAML
+    from tests.test_train import launch
+
+    overrides = ["train.max_steps=3", "train.grad_accum=1", "train.mixed_precision=no", "optimizer.lr=0.01",
+                 "checkpoint.every_steps=0", "model.adapter_attn_dim=8", "model.do_stable_layer_norm=true",
+                 "model.feat_extract_norm=layer", "freezing.adapters_only=true"]
+    run_dir = tmp_path / "run"
+    proc = launch(backend, run_dir, tiny_shards, overrides)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+
+    cfg = load_config(TINY_YAML, [f"data.train_shards={tiny_shards.train}", *overrides])
+    set_seed(cfg.train.seed)  # the weights run() started from
+    initial = build_model(cfg.model, load_processor(tiny_shards.processor))
+    before = initial.state_dict()
+    after = load_file(str(run_dir / "export" / "model.safetensors"))
+    assert set(after) == set(before)
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved == {k for k in before if is_adapter_key(k)}, sorted(moved ^ {k for k in before if is_adapter_key(k)})
+
+    adapter = run_dir / "export" / ADAPTER_FILE.format("en")
+    assert set(load_file(str(adapter))) == moved
+    initial.save_pretrained(str(tmp_path / "base"))
+    shutil.copy(adapter, tmp_path / "base" / adapter.name)
+    fresh = load_with_adapter(tmp_path / "base", "en").eval()
+    trained = load_with_adapter(run_dir / "export", "en").eval()
+    audio = torch.randn(1, 16000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(fresh(input_values=audio).logits.argmax(-1), trained(input_values=audio).logits.argmax(-1))
