@@ -180,7 +180,7 @@ class CheckpointManager:
     """
 
     def __init__(self, accelerator, run_dir: str | Path, cfg: CheckpointConfig, *, config: Any = None,
-                 model: Any = None, processor: Any = None):
+                 model: Any = None, processor: Any = None, precision: dict | None = None):
         self.accelerator = accelerator
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / CHECKPOINTS_DIR
@@ -192,6 +192,7 @@ class CheckpointManager:
             model = accelerator._models[0]
         self.model = None if model is None else accelerator.unwrap_model(model)
         self.processor = processor
+        self.precision = precision  # training/precision.py's choice, recorded in checkpoint.json
         self.last_save_error: BaseException | None = None
         self._last_save_time = time.monotonic()
         self._backend_saved = False  # set by the Accelerate pre-hook: DeepSpeed's part of save_state finished
@@ -286,8 +287,10 @@ class CheckpointManager:
             "world_size": acc.num_processes,
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "zero_stage": self._zero_stage(),
-            # the run's setting (Accelerate's own says "no" when DeepSpeed does the autocast)
-            "mixed_precision": (self.config or {}).get("train", {}).get("mixed_precision", acc.mixed_precision),
+            # what the run computed in, and why (Accelerate's own setting says "no": autocast is ours)
+            "mixed_precision": (self.precision or {}).get("mode") or
+            (self.config or {}).get("train", {}).get("mixed_precision"),
+            "precision": self.precision,
             "metrics": metrics or {},
             "extra_state": sorted(extra_state),
             "vocab": vocab,
@@ -474,12 +477,12 @@ class CheckpointManager:
         return int(t.item())
 
     def _is_deepspeed(self) -> bool:
-        return str(self.accelerator.distributed_type).endswith("DEEPSPEED")
+        return self._zero_stage() is not None
 
     def _zero_stage(self) -> int | None:
-        if not self._is_deepspeed():
-            return None
-        return int(self.accelerator.state.deepspeed_plugin.zero_stage)
+        from asr_dist.training.backend import zero_stage_of
+
+        return zero_stage_of(self.accelerator)
 
 
 

@@ -234,9 +234,15 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer updates
     max_epochs: int = 1000
     grad_accum: int = 1
-    mixed_precision: Literal["no", "bf16", "bf16_weights"] = "bf16"
+    # auto: bf16 autocast where the device runs bf16 natively, fp16 + loss scaling on GPUs without bf16, fp32
+    # otherwise (asr_dist/training/precision.py); no = fp32; bf16 = autocast, fp32 master weights;
+    # fp16 = autocast + dynamic loss scaling; bf16_weights = DeepSpeed's bf16 mode (bf16 weights)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16", "bf16_weights"] = "auto"
     log_every: int = 10
     resume: str = "auto"  # auto | none | PATH to a checkpoint folder
+    # a fresh start (resume none, or auto with no checkpoint) in a run folder that holds a run: refuse, or move
+    # the old run aside to <run_dir>.old-<time> (never truncate it)
+    if_run_exists: Literal["refuse", "move_aside"] = "refuse"
     # DeepSpeed JSON for launches without `accelerate launch --config_file` (Slurm, plain torchrun);
     # empty = whatever the accelerate launcher says (DDP when it says nothing)
     deepspeed_config: str = ""
