@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
+from asr_dist.model import padding_changes_outputs, takes_attention_mask
 from asr_dist.text import processor_language
 from asr_dist.text.scoring import error_rates, primary_metric
 
