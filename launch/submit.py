@@ -83,6 +83,21 @@ def check_with_slurm(script: str) -> None:
         raise SubmitError(f"Slurm refuses this job:\n{reason}")
 
 
+def preflight(cfg: Config) -> None:
+    """What can be checked before queueing (the precision is chosen on the compute node, for its hardware):
+    inputs on disk, the DeepSpeed JSON, and a run folder not held by a running job."""
+    from asr_dist.runfolder import RunFolder
+    from asr_dist.training.backend import read_deepspeed_config
+    from asr_dist.training.preflight import check_paths
+
+    read_deepspeed_config(cfg)
+    check_paths(cfg)
+    if Path(cfg.train.run_dir).is_dir():
+        folder = RunFolder(cfg.train.run_dir)
+        folder.lock()  # raises RunFolderBusy naming the holder
+        folder.unlock()
+
+
 def submit(cfg: Config):
     """Validate with Slurm, submit, record the submission in the run's event log; returns the submitit Job."""
     executor = build_executor(cfg)
@@ -122,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        preflight(cfg)
     except ConfigError as error:
         print(f"asr-dist submit: {error}", file=sys.stderr)
         return 2

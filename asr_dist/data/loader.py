@@ -14,7 +14,6 @@ grow with the position in the epoch.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -26,13 +25,12 @@ from collections import defaultdict
 from typing import Iterator
 
 import numpy as np
-import soundfile
 import torch
-import torchaudio.functional as AF
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import Pipe, gopen
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
+from asr_dist.audio import read_audio
 from asr_dist.data.augment import Augmenter
 from asr_dist.data.batch import Batch, DecodedSample, collate
 from asr_dist.data.index import DatasetIndex, is_local, load_index, local_path
@@ -101,13 +99,7 @@ def _open_pipe(url: str) -> Pipe:
 
 def decode_flac(data: bytes, sample_rate: int) -> np.ndarray:
     """FLAC bytes -> float32 mono at `sample_rate` (down-mixes and resamples foreign audio)."""
-    wave, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-    if sr != sample_rate:
-        wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), sr, sample_rate).numpy()
-    if wave.size == 0:
-        raise ValueError("no audio frames")
-    return np.ascontiguousarray(wave, dtype=np.float32)
+    return read_audio(data, sample_rate)
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -223,7 +215,8 @@ def _stream_batches(dataset: _PlannedBatchStream, num_workers: int, stats: Pipel
     # resumed run (which builds a DataLoader mid-epoch) would then shift every later dropout mask.
     # The workers draw no random numbers of their own (augmentation is seeded per sample), so a fixed seed.
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                        collate_fn=None, generator=torch.Generator().manual_seed(0))
+                        collate_fn=None, generator=torch.Generator().manual_seed(0),
+                        pin_memory=torch.cuda.is_available())  # page-locked batches: non-blocking copies to the GPU
     it = _start_workers(loader)
     expected = 0
     try:

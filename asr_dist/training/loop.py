@@ -74,7 +74,7 @@ class TrainingLoop:
     # -- the loop
     def run(self) -> dict:
         """Train; returns the run's summary on every rank (see train.run)."""
-        p, cfg = self.parts, self.cfg
+        p = self.parts
         self.stop.install()
         try:
             self._train()
@@ -104,8 +104,8 @@ class TrainingLoop:
                 self.metrics.log({**stats, "loss_avg": window_loss / max(window_steps, 1),
                                   **self.throughput.summary(self.acc), "data_wait_seconds": data_wait,
                                   "epoch_index": p.train_loader.epoch, "memory_mb": memory_mb()["now"],
-                                  "skipped_samples": len(skipped),
-                                  **({"skipped": skipped} if skipped else {})},  # [shard, key, reason] each
+                                  "data/skipped_samples": len(skipped),
+                                  **({"data/skipped": skipped} if skipped else {})},  # [shard, key, reason] each
                                  step, self.epoch())
                 window_loss, window_steps = 0.0, 0
             scores = None

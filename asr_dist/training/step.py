@@ -88,26 +88,7 @@ class Trainer:
         if self.encoder_freeze.active and not self.deepspeed:
             self._zero_encoder_grads()
 
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)  # true gradients for clipping; an overflow makes the norm inf
-        max_norm = cfg.optimizer.max_grad_norm or math.inf
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)  # DeepSpeed: its own (pre-clip) norm
-        grad_norm = float(grad_norm) if grad_norm is not None else math.nan
-        totals = acc.reduce(torch.stack([ctc_sum, nonfinite]), reduction="sum").tolist()
-        if self.deepspeed:
-            # DeepSpeed already stepped inside backward(), skipping by itself when the gradients were not
-            # finite (all ranks agree: its overflow check is an all-reduce).
-            skipped = acc.optimizer_step_was_skipped
-            if totals[1] and not skipped:
-                log.error("step %d: non-finite loss but DeepSpeed applied the update", self.step)
-        else:
-            # DDP's gradients and hence grad_norm are identical on all ranks; the loss flag is all-reduced.
-            skipped = totals[1] > 0 or not math.isfinite(grad_norm)
-            if not skipped:
-                self.optimizer.step()
-            if self.scaler is not None:
-                self.scaler.update()  # halves the scale after an overflow, grows it after a run of good updates
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm, totals, skipped = self._apply_update(ctc_sum, nonfinite)
         progress = self.progress
         if skipped:
             progress.skipped_updates += 1
@@ -128,6 +109,32 @@ class Trainer:
                 "skipped_updates": progress.skipped_updates, "tokens": tokens, "samples": samples,
                 "audio_seconds": audio_s, "padded_seconds": padded_s,
                 "step_seconds": time.perf_counter() - started, **lrs}
+
+    def _apply_update(self, ctc_sum: torch.Tensor, nonfinite: torch.Tensor) -> tuple[float, list[float], bool]:
+        """Clip and step, or skip on every rank when the loss or the gradients are not finite (an fp16 overflow
+        included). Returns (grad norm, [global CTC sum, non-finite count], skipped)."""
+        acc, cfg = self.accelerator, self.cfg
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # true gradients for clipping; an overflow makes the norm inf
+        max_norm = cfg.optimizer.max_grad_norm or math.inf
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)  # DeepSpeed: its own (pre-clip) norm
+        grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+        totals = acc.reduce(torch.stack([ctc_sum, nonfinite]), reduction="sum").tolist()
+        if self.deepspeed:
+            # DeepSpeed already stepped inside backward(), skipping by itself when the gradients were not
+            # finite (all ranks agree: its overflow check is an all-reduce).
+            skipped = acc.optimizer_step_was_skipped
+            if totals[1] and not skipped:
+                log.error("step %d: non-finite loss but DeepSpeed applied the update", self.step)
+        else:
+            # DDP's gradients and hence grad_norm are identical on all ranks; the loss flag is all-reduced.
+            skipped = totals[1] > 0 or not math.isfinite(grad_norm)
+            if not skipped:
+                self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.update()  # halves the scale after an overflow, grows it after a run of good updates
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm, totals, skipped
 
     def _scale_note(self) -> str:
         return f"; fp16 loss scale now {self.scaler.get_scale():g}" if self.scaler is not None else ""
@@ -156,11 +163,12 @@ class Trainer:
 
     def _model_inputs(self, batch: dict, poison: bool = False) -> dict:
         device = self.accelerator.device
-        input_values = batch["input_values"].to(device)
+        input_values = batch["input_values"].to(device, non_blocking=True)  # pinned by the loader on GPUs
         if poison:  # train.debug_nan_steps: prove a non-finite update is skipped everywhere
             input_values = input_values.clone()
             input_values[0] = math.inf
-        inputs = {"input_values": input_values.to(self.input_dtype), "labels": batch["labels"].to(device)}
+        inputs = {"input_values": input_values.to(self.input_dtype),
+                  "labels": batch["labels"].to(device, non_blocking=True)}
         if self.use_attention_mask:
-            inputs["attention_mask"] = batch["attention_mask"].to(device)
+            inputs["attention_mask"] = batch["attention_mask"].to(device, non_blocking=True)
         return inputs
