@@ -8,6 +8,7 @@ STAMP   := .venv/.installed
 APT     := apt-get -o DPkg::Lock::Timeout=600
 DEB_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k sox libsox-fmt-all libsndfile1 ffmpeg \
             fortune-mod fortunes fortunes-min wamerican wordnet-base slurm-wlm munge \
+            fortunes-zh fortunes-es fortunes-de fortunes-it fortunes-ru \
             mariadb-server slurmdbd
 
 .PHONY: demo test test-fast deb venv bench clean-runs

@@ -9,7 +9,8 @@ and scheduler (one ZeRO shard per rank under DeepSpeed), per-rank RNG. This modu
   leaves either the previous checkpoint or the new one, never a half-written folder that looks complete.
 * **Agreement on failure.** A failing write (no space, permission) on any rank is all-reduced, so no rank
   publishes, continues or stops alone. The previous checkpoint and `latest` stay untouched.
-* **Retention.** The last `keep_last` checkpoints (and, with `keep_best`, the one with the lowest eval WER).
+* **Retention.** The last `keep_last` checkpoints (and, with `keep_best`, the one with the lowest primary eval
+  metric: WER, or the language's, e.g. CER for Chinese).
 * **Resume checks.** The resolved config, the model's `config.json` and the vocabulary are stored in every
   checkpoint; a run whose model shape or vocabulary changed refuses to resume with a message that says what
   changed.
@@ -318,10 +319,11 @@ class CheckpointManager:
         if latest is not None:
             keep.add(latest)
         if self.cfg.keep_best:
-            scored = [(meta["metrics"]["wer"], checkpoint_step(p), p) for p in complete
-                      if "wer" in (meta := json.loads((p / META).read_text())).get("metrics", {})]
+            scored = [(metrics[name], checkpoint_step(p), p) for p in complete
+                      if (name := (metrics := json.loads((p / META).read_text()).get("metrics") or {})
+                          .get("primary_metric", "wer")) in metrics]
             if scored:
-                keep.add(min(scored)[2])  # lowest WER; the earlier step on a tie
+                keep.add(min(scored)[2])  # lowest primary metric (WER, or CER for Chinese); the earlier step on a tie
         for path in complete:
             if path not in keep:
                 _remove(path, self.root)

@@ -164,12 +164,15 @@ class ModelConfig:
     # scratch far more stably at high learning rates.
     feat_extract_norm: Literal["group", "layer"] = "group"
     do_stable_layer_norm: bool = False
+    adapter_attn_dim: int = 0  # MMS-style attention adapters of this width after every layer (0 = none; MMS uses 16)
 
     def check(self, at: str) -> None:
         _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",
                  "conv_dim, conv_kernel and conv_stride of equal length", (self.conv_dim, self.conv_kernel, self.conv_stride))
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             _require(getattr(self, name) >= 1, f"{at}.{name}", "an integer >= 1", getattr(self, name))
+        _require(self.adapter_attn_dim >= 0, f"{at}.adapter_attn_dim", "an integer >= 0 (0 = no adapters)",
+                 self.adapter_attn_dim)
         _require(self.hidden_size % self.num_attention_heads == 0, f"{at}.num_attention_heads",
                  f"a divisor of model.hidden_size ({self.hidden_size})", self.num_attention_heads)
         for name in ("hidden_dropout", "activation_dropout", "attention_dropout", "feat_proj_dropout",
@@ -262,6 +265,7 @@ class FreezingConfig:
     feature_encoder: bool = True  # the CNN over raw audio
     lower_layers: int = 0  # lowest N transformer layers
     encoder_updates: int = 0  # fairseq's freeze_finetune_updates: only the CTC head learns for K updates
+    adapters_only: bool = False  # train only the MMS adapter layers and the CTC head; export writes adapter.<lang>.safetensors
 
     def check(self, at: str) -> None:
         _require(self.lower_layers >= 0, f"{at}.lower_layers", "an integer >= 0", self.lower_layers)
@@ -312,7 +316,7 @@ class CheckpointConfig:
     every_steps: int = 500  # 0 = off
     every_minutes: float = 0.0  # wall time since the last save, rank 0's clock; 0 = off
     keep_last: int = 2  # newest complete checkpoints kept (the one `latest` names always is)
-    keep_best: bool = False  # also keep the checkpoint with the lowest eval WER
+    keep_best: bool = False  # also keep the checkpoint with the lowest primary eval metric (eval.primary_metric: WER, CER for zh/ja)
     best_eval_set: str = ""  # which data.eval set's WER keep_best follows; empty = the first set
     on_save_error: Literal["continue", "stop"] = "continue"  # after a failed save (previous one kept): train on, or raise on every rank
 
@@ -327,10 +331,13 @@ class EvalConfig:
     every_steps: int = 0  # 0 = only at the end
     num_examples: int = 5  # reference/hypothesis pairs printed
     subset_field: str = "speaker"  # per-subset WER breakdown by this metadata field
+    primary_metric: str = "auto"  # what eval.json names and checkpoint.keep_best ranks by: auto (the language's: wer, or cer for zh/ja), wer, cer, mer
 
     def check(self, at: str) -> None:
         _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = only at the end)", self.every_steps)
         _require(self.num_examples >= 0, f"{at}.num_examples", "an integer >= 0", self.num_examples)
+        _require(self.primary_metric in ("auto", "wer", "cer", "mer"), f"{at}.primary_metric",
+                 "one of auto, wer, cer, mer", self.primary_metric)
 
 
 @dataclass

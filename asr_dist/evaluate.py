@@ -25,20 +25,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import jiwer
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
 from asr_dist.model import padding_changes_outputs, takes_attention_mask
+from asr_dist.text import processor_language
+from asr_dist.text.scoring import error_rates, primary_metric
 
 
 @dataclass
 class SubsetScore:
-    wer: float
+    wer: float | None  # None where the language is written without spaces
     cer: float
     num_samples: int
+    mer: float | None = None  # mixed error rate, where it is written without spaces (asr_dist.text.scoring)
 
 
 @dataclass
@@ -46,7 +48,7 @@ class EvalResult:
     """Scores over the whole eval set (identical on every rank)."""
 
     loss: float  # summed CTC loss / number of target tokens
-    wer: float  # corpus-level: word errors over all utterances / reference words
+    wer: float | None  # corpus-level: word errors over all utterances / reference words (None: no spaces)
     cer: float
     num_samples: int
     num_tokens: int
@@ -56,24 +58,50 @@ class EvalResult:
     examples: list[dict] = field(default_factory=list)  # {"key", "ref", "hyp"}, the first keys in order
     duplicates_dropped: int = 0  # samples seen on more than one rank (a loader bug; counted once)
     utterances: list[dict] = field(default_factory=list, repr=False)  # every record, sorted by key
+    language: str = "en"  # of the processor's text rules
+    mer: float | None = None  # mixed error rate (CJK character + Latin word tokens), where words are unspaced
+    primary_metric: str = "wer"  # "wer" | "cer" | "mer": what the run is ranked by (checkpoint.keep_best)
+
+    @property
+    def primary(self) -> float:
+        """The value of the primary metric."""
+        return getattr(self, self.primary_metric)
 
     def scalars(self, prefix: str = "eval/") -> dict[str, float]:
-        """Flat numbers for TensorBoard / metrics.jsonl (per-subset WER as eval/wer/<subset>)."""
-        out = {f"{prefix}loss": self.loss, f"{prefix}wer": self.wer, f"{prefix}cer": self.cer,
+        """Flat numbers for TensorBoard / metrics.jsonl (per-subset WER as eval/wer/<subset>); eval/primary is
+        the primary metric's value, eval/primary_metric its name (a string: metrics.jsonl only)."""
+        out = {f"{prefix}loss": self.loss, f"{prefix}wer": self.wer, f"{prefix}cer": self.cer, f"{prefix}mer": self.mer,
                f"{prefix}num_samples": float(self.num_samples), f"{prefix}wall_seconds": self.wall_seconds}
         for name, score in self.subsets.items():
             out[f"{prefix}wer/{name}"] = score.wer
             out[f"{prefix}cer/{name}"] = score.cer
+            out[f"{prefix}mer/{name}"] = score.mer
+        out = {k: v for k, v in out.items() if v is not None}
+        if self.primary_metric != "wer" or self.language != "en":  # English runs log exactly what they did
+            out[f"{prefix}primary"] = self.primary
+            out[f"{prefix}primary_metric"] = self.primary_metric
         return out
+
+    def checkpoint_metrics(self) -> dict[str, float | str]:
+        """What a checkpoint's meta records for `checkpoint.keep_best`."""
+        out = {k: v for k, v in (("wer", self.wer), ("cer", self.cer), ("mer", self.mer)) if v is not None}
+        return {**out, "primary_metric": self.primary_metric}
 
     def format(self) -> str:
         """A human-readable report: totals, per subset, and the reference/hypothesis examples."""
+        rates = "  ".join(f"{name.upper()}{'*' if name == self.primary_metric and self.primary_metric != 'wer' else ''} "
+                          f"{100 * value:.2f}%" for name, value in (("wer", self.wer), ("cer", self.cer), ("mer", self.mer))
+                          if value is not None)
         lines = [f"eval: {self.num_samples} utterances, {self.audio_seconds:.1f} s of audio in {self.wall_seconds:.1f} s: "
-                 f"loss {self.loss:.4f}  WER {100 * self.wer:.2f}%  CER {100 * self.cer:.2f}%"]
+                 f"loss {self.loss:.4f}  {rates}"]
+        if self.primary_metric != "wer":
+            lines[0] += f"  (* primary metric, {self.language})"
         if self.duplicates_dropped:
             lines.append(f"  warning: {self.duplicates_dropped} samples were decoded on more than one rank (counted once)")
         for name, s in sorted(self.subsets.items()):
-            lines.append(f"  {name:<24} WER {100 * s.wer:6.2f}%  CER {100 * s.cer:6.2f}%  ({s.num_samples} utterances)")
+            rates = "  ".join(f"{label} {100 * v:6.2f}%" for label, v in (("WER", s.wer), ("CER", s.cer), ("MER", s.mer))
+                              if v is not None)
+            lines.append(f"  {name:<24} {rates}  ({s.num_samples} utterances)")
         for ex in self.examples:
             lines.append(f"  [{ex['key']}]\n    REF: {ex['ref']}\n    HYP: {ex['hyp']}")
         return "\n".join(lines)
@@ -163,7 +191,9 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
     finally:
         net.train(was_training)
     all_records = gather_object(records)
-    return score(all_records, cfg_eval.num_examples, wall_seconds=time.perf_counter() - started)
+    language = processor_language(processor, default="en")
+    return score(all_records, cfg_eval.num_examples, wall_seconds=time.perf_counter() - started, language=language,
+                 primary=getattr(cfg_eval, "primary_metric", "auto"))
 
 
 def _decode_batch(net, batch, processor, device, dtype, autocast, use_mask, blank_id, subset_field) -> list[dict]:
@@ -194,9 +224,11 @@ def _is_zero3(accelerator) -> bool:
     return zero_stage_of(accelerator) == 3
 
 
-def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0) -> EvalResult:
-    """Scores from gathered records (any order, any split over ranks): corpus-level WER/CER with
-    jiwer over all pairs, never a mean of per-utterance rates."""
+def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0, language: str = "en",
+          primary: str = "auto") -> EvalResult:
+    """Scores from gathered records (any order, any split over ranks): corpus-level error rates with
+    jiwer over all pairs, never a mean of per-utterance rates; which ones, and the primary metric,
+    follow the language (asr_dist.text.scoring)."""
     by_key: dict[str, dict] = {}
     for r in records:
         by_key.setdefault(r["key"], r)
@@ -209,12 +241,13 @@ def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0)
     subsets: dict[str, SubsetScore] = {}
     for name in sorted({u["subset"] for u in utts if u["subset"] is not None}):
         part = [u for u in utts if u["subset"] == name]
-        subsets[name] = SubsetScore(wer=jiwer.wer([u["ref"] for u in part], [u["hyp"] for u in part]),
-                                    cer=jiwer.cer([u["ref"] for u in part], [u["hyp"] for u in part]),
+        subsets[name] = SubsetScore(**error_rates([u["ref"] for u in part], [u["hyp"] for u in part], language),
                                     num_samples=len(part))
+    rates = error_rates(refs, hyps, language)
     return EvalResult(
         loss=sum(u["loss"] for u in utts) / max(tokens, 1),
-        wer=jiwer.wer(refs, hyps), cer=jiwer.cer(refs, hyps),
+        wer=rates["wer"], cer=rates["cer"], mer=rates["mer"], language=language,
+        primary_metric=primary_metric(language, primary),
         num_samples=len(utts), num_tokens=tokens, audio_seconds=sum(u.get("seconds", 0.0) for u in utts),
         wall_seconds=wall_seconds, subsets=subsets,
         examples=[{"key": u["key"], "ref": u["ref"], "hyp": u["hyp"]} for u in utts[:num_examples]],
@@ -265,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         data_cfg.check("data")
         eval_cfg.check("eval")
+        _check_same_language(processor, str(shard_dir), model_dir)
         loader = build_eval_loader(data_cfg, processor, rank=accelerator.process_index,
                                    world_size=accelerator.num_processes,
                                    unpadded=padding_changes_outputs(model, processor))
         result = evaluate(model, loader, processor, accelerator, eval_cfg, args.mixed_precision)
-    except (ConfigError, ShardIndexError, ShardReadError) as e:  # bad options or data: say which, no traceback
+    except (ConfigError, ShardIndexError, ShardReadError, ValueError) as e:  # bad options or data: say which, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
@@ -280,6 +314,17 @@ def main(argv: list[str] | None = None) -> int:
                                       **result.to_dict(utterances=True)}, indent=1))
         print(f"wrote {output}")
     return 0
+
+
+def _check_same_language(processor, shard_dir: str, model_dir: Path) -> None:
+    """A model is scored on shards written with its own language's text rules."""
+    from asr_dist.data.index import load_index
+
+    shard_language = load_index(shard_dir).language
+    model_language = processor_language(processor)
+    if model_language is not None and model_language != shard_language:
+        raise ValueError(f"{model_dir} was trained on {model_language!r} text but {shard_dir} was prepared with "
+                         f"--language {shard_language}: references and hypotheses would be spelled differently")
 
 
 if __name__ == "__main__":

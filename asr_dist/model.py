@@ -71,6 +71,7 @@ def build_model(cfg: ModelConfig, processor: Wav2Vec2Processor) -> Wav2Vec2ForCT
             num_conv_pos_embeddings=cfg.num_conv_pos_embeddings,
             num_conv_pos_embedding_groups=cfg.num_conv_pos_embedding_groups,
             feat_extract_norm=cfg.feat_extract_norm, do_stable_layer_norm=cfg.do_stable_layer_norm,
+            adapter_attn_dim=cfg.adapter_attn_dim or None,
             **settings,
         )
         model = Wav2Vec2ForCTC(config)
@@ -87,6 +88,11 @@ def freeze_parameters(model: Wav2Vec2ForCTC, cfg: FreezingConfig) -> None:
     embedding): training something under a frozen layer would only spend backward passes through it.
     """
     wav2vec2 = model.wav2vec2
+    if getattr(cfg, "adapters_only", False):  # MMS-style: only adapter layers and the CTC head learn
+        from asr_dist.adapters import freeze_all_but_adapters
+
+        freeze_all_but_adapters(model)
+        return
     if cfg.feature_encoder or cfg.lower_layers > 0:
         model.freeze_feature_encoder()
     layers = wav2vec2.encoder.layers

@@ -379,6 +379,12 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any], summary: dic
         ("mean padding fraction", _fmt(_mean(metrics, "padding_fraction"), "pct")),
         ("mean share of time waiting for data", _fmt(_mean(metrics, "data_wait_fraction"), "pct")),
     ]
+    primary = eval_result.get("primary_metric")
+    if primary not in (None, "wer"):  # a language ranked by CER or MER (asr_dist/text/scoring.py)
+        at = next(i for i, row in enumerate(rows) if row[0] == "final eval loss")
+        rows[at:at] = [("final eval MER (CJK characters + Latin words)", _fmt(eval_result.get("mer"), "pct"))] * (
+            eval_result.get("mer") is not None) + [
+            ("primary metric", f"{primary.upper()} (language {eval_result.get('language', '?')})")]
     if metrics.resumed_at:
         rows.insert(3, ("wall time (downtime between restarts included)", _duration(metrics.wall_seconds)))
     if summary.get("stopped"):

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import regex
 import soundfile as sf
 
 from asr_dist.config import ConfigError
@@ -68,15 +69,30 @@ FESTIVAL_VOICES = {"kal": ("voice_kal_diphone", (90, 135)), "ked": ("voice_ked_d
 ENGINE_PROGRAMS = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
                    "festival": ("festival", "festival festvox-kallpc16k festvox-kdlpc16k")}
 
+# Characters of scripts written without spaces: each is read about as long as a short word.
+_UNSPACED_CHARACTER = regex.compile(r"[\p{Script_Extensions=Han}\p{Script_Extensions=Hiragana}\p{Script_Extensions=Katakana}]")
+
 # Held out for independent evaluation: refused by name, whatever the engine.
 RESERVED_VOICE_MARKERS = ("slt", "pico", "piper", "us1", "dectalk")
 
 
-def all_voices(engines: tuple[str, ...] = ENGINES) -> list[str]:
-    """Speaker ids of every voice of `engines`: espeak-ACCENT+VARIANT, flite-NAME, festival-NAME."""
+def espeak_accents(language: str = "en") -> tuple[str, ...]:
+    """espeak-ng voices of a language (English: its accents; others: asr_dist.corpus.languages' table)."""
+    if language == "en":
+        return ESPEAK_ACCENTS
+    from asr_dist.corpus.languages import synth_language
+
+    return synth_language(language).espeak_voices
+
+
+def all_voices(engines: tuple[str, ...] = ENGINES, language: str = "en") -> list[str]:
+    """Speaker ids of every voice of `engines`: espeak-ACCENT+VARIANT, flite-NAME, festival-NAME
+    (other languages than English: espeak-VOICE+VARIANT only, e.g. espeak-cmn+f2)."""
     voices = []
     if "espeak" in engines:
-        voices += [f"espeak-{a}+{v}" for a in ESPEAK_ACCENTS for v in ESPEAK_VARIANTS]
+        voices += [f"espeak-{a}+{v}" for a in espeak_accents(language) for v in ESPEAK_VARIANTS]
+    if language != "en":
+        return voices
     if "flite" in engines:
         voices += [f"flite-{v}" for v in FLITE_VOICES]
     if "festival" in engines:
@@ -94,14 +110,17 @@ def voice_name(voice: str) -> str:
     return voice.split("-", 1)[1]
 
 
-def check_voice(voice: str, at: str = "synth.voices") -> None:
+def check_voice(voice: str, at: str = "synth.voices", language: str = "en") -> None:
     """Refuse reserved voices (ConfigError saying so) and voices we do not know."""
     lowered = voice.lower()
     marker = next((m for m in RESERVED_VOICE_MARKERS if m in lowered), None)
     if marker is not None or lowered.startswith(("espeak-mb-", "mb-")):
         raise ConfigError(f"{at}: voice {voice!r} is reserved for independent evaluation and is never used "
                           f"(reserved: flite/festival slt, Pico, piper voices, mbrola us1, DECtalk)")
-    if voice not in all_voices():
+    if language != "en" and voice not in all_voices(language=language):
+        raise ConfigError(f"{at}: unknown voice {voice!r} for language {language}; expected espeak-VOICE+VARIANT "
+                          f"(voices {', '.join(espeak_accents(language))})")
+    if voice not in all_voices(language=language):
         raise ConfigError(f"{at}: unknown voice {voice!r}; expected espeak-ACCENT+VARIANT "
                           f"(accents {', '.join(ESPEAK_ACCENTS)}), "
                           f"{', '.join('flite-' + v for v in FLITE_VOICES)} or "
@@ -126,14 +145,21 @@ class SynthConfig:
     min_words: int = 4  # per sentence
     max_words: int = 24
     sentences_per_utt: list[int] = field(default_factory=lambda: [1, 1])  # [low, high], drawn uniformly
+    language: str = "en"  # other languages: espeak-ng voices and Debian's fortunes-CODE (asr_dist/corpus/languages.py)
 
     def check(self, at: str = "synth") -> None:
         _require(self.hours > 0, f"{at}.hours", "a positive number of hours", self.hours)
         _require(self.seed >= 0, f"{at}.seed", "an integer >= 0", self.seed)
         _require(bool(self.engines) and set(self.engines) <= set(ENGINES), f"{at}.engines",
                  f"a non-empty subset of {list(ENGINES)}", self.engines)
+        if self.language != "en":
+            try:
+                espeak_accents(self.language)
+            except ValueError as e:
+                raise ConfigError(f"{at}.language: {e}") from None
+            _require(self.engines == ["espeak"], f"{at}.engines", f"['espeak'] for language {self.language}", self.engines)
         for voice in self.voices:
-            check_voice(voice, f"{at}.voices")
+            check_voice(voice, f"{at}.voices", self.language)
             _require(engine_of(voice) in self.engines, f"{at}.voices",
                      f"voices of the chosen engines {self.engines}", voice)
         try:
@@ -153,7 +179,7 @@ class SynthConfig:
     def voice_pool(self) -> dict[str, list[str]]:
         """Voices to draw from, grouped by engine (engines are drawn first, so espeak's hundreds of
         voices do not drown flite's three)."""
-        voices = self.voices or all_voices(tuple(self.engines))
+        voices = self.voices or all_voices(tuple(self.engines), self.language)
         return {e: [v for v in voices if engine_of(v) == e] for e in ENGINES if any(engine_of(v) == e for v in voices)}
 
 
@@ -194,8 +220,9 @@ class UtteranceSpec:
         return engine_of(self.speaker)
 
     def estimated_seconds(self) -> float:
-        """A rough duration (0.33 s a word at normal speed), only to decide how many to plan."""
-        words = len(self.text.split())
+        """A rough duration (0.33 s a word at normal speed; espeak's cmn reads a Chinese character in about
+        0.42 s), only to decide how many to plan."""
+        words = len(self.text.split()) + 1.25 * len(_UNSPACED_CHARACTER.findall(self.text))
         slowness = 170.0 / self.speed if self.engine == "espeak" else self.speed
         return 0.4 + 0.33 * words * slowness
 
@@ -383,7 +410,12 @@ def build_corpus(config: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
     workers = config.workers or default_workers()
     start = time.perf_counter()
 
-    pool = load_sentences(tuple(config.texts), config.min_words, config.max_words)
+    if config.language == "en":
+        pool = load_sentences(tuple(config.texts), config.min_words, config.max_words)
+    else:
+        from asr_dist.corpus.languages import load_language_sentences
+
+        pool = load_language_sentences(config.language, config.min_words, config.max_words)
     by_split = {split: [s for s in pool if split_of(s.transcript, config.dev_fraction) == split] for split in SPLITS}
     targets = {"dev": config.hours * 3600 * config.dev_fraction}
     targets["train"] = config.hours * 3600 - targets["dev"]
@@ -419,9 +451,12 @@ def build_corpus(config: SynthConfig, out_dir: str | Path, overwrite: bool = Fal
     for split, path in manifests.items():
         with open(path, "w", encoding="utf-8") as f:
             for spec, seconds in kept[split]:
-                f.write(json.dumps({"key": spec.key, "audio": f"wavs/{spec.key}.wav", "text": spec.text,
-                                    "duration": round(seconds, 4), "speaker": spec.speaker, "engine": spec.engine,
-                                    "condition": spec.condition}) + "\n")
+                row = {"key": spec.key, "audio": f"wavs/{spec.key}.wav", "text": spec.text,
+                       "duration": round(seconds, 4), "speaker": spec.speaker, "engine": spec.engine,
+                       "condition": spec.condition}
+                if config.language != "en":
+                    row["language"] = config.language
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
     wall = time.perf_counter() - start
     audio_seconds = sum(done.values())
     return {"out_dir": str(out_dir), "train_manifest": str(manifests["train"]), "dev_manifest": str(manifests["dev"]),
@@ -474,10 +509,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-words", type=int, default=24, help="per sentence")
     parser.add_argument("--sentences-per-utt", type=_range, default=[1, 1], help="N or LOW-HIGH (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus already in OUT_DIR")
+    parser.add_argument("--language", default="en",
+                        help="en (default), or zh, es, de, it, ru: espeak-ng's voices and Debian's fortunes-CODE "
+                             "(then prepare with --language CODE)")
     args = parser.parse_args(argv)
+    if args.language != "en" and args.engines == list(ENGINES):
+        args.engines = ["espeak"]  # flite and festival speak English only
     config = SynthConfig(hours=args.hours, seed=args.seed, engines=args.engines, voices=args.voices, texts=args.texts,
                          noisy_fraction=args.noisy_fraction, dev_fraction=args.dev_fraction, workers=args.workers,
-                         min_words=args.min_words, max_words=args.max_words, sentences_per_utt=args.sentences_per_utt)
+                         min_words=args.min_words, max_words=args.max_words, sentences_per_utt=args.sentences_per_utt,
+                         language=args.language)
     try:
         stats = build_corpus(config, args.out_dir, overwrite=args.overwrite)
     except (ConfigError, FileExistsError, FileNotFoundError) as e:

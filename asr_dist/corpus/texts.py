@@ -29,6 +29,9 @@ BIBLE_MODULE = "engWEB2015eb"
 TEXT_SOURCES = ("fortunes", "wordnet", "bible")
 DEFAULT_TEXT_SOURCES = ("fortunes", "wordnet")
 RESERVED_TEXTS = ("devil",)  # the Devil's Dictionary (dict-devil): held out for independent evaluation
+# fortunes-zh installs its files next to the English ones (tang300 and song100 are reserved for independent
+# evaluation, chinese is `synth --language zh`'s), fortunes-it links its files there: never English text.
+NOT_ENGLISH_FORTUNES = ("chinese", "tang300", "song100")
 
 # Written forms a TTS engine expands or spells out; several are in wamerican, so the word list alone
 # does not catch them. Lower case; matched whatever the case in the text.
@@ -149,8 +152,8 @@ def fortune_paragraphs(fortune_dir: Path = FORTUNE_DIR) -> list[str]:
     """The body of every fortune cookie (attributions cut), except cookies with indented lines
     (ASCII art, code, dialogue layouts) whose text is not prose."""
     files = sorted(p for p in fortune_dir.glob("*")
-                   if p.is_file() and not p.suffix and p.with_name(p.name + ".dat").exists()
-                   and not any(r in p.name for r in RESERVED_TEXTS))
+                   if p.is_file() and not p.is_symlink() and not p.suffix and p.with_name(p.name + ".dat").exists()
+                   and not any(r in p.name for r in RESERVED_TEXTS) and p.name not in NOT_ENGLISH_FORTUNES)
     paragraphs = []
     for path in files:
         for cookie in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):

@@ -43,6 +43,8 @@ class DatasetIndex:
     path: str  # the index.json file, for messages
     sample_rate: int
     shards: tuple[ShardInfo, ...]
+    language: str = "en"  # the text rules the transcripts were normalized with (absent in old indexes: English)
+    text_rules: dict | None = None  # asr_dist.text.TextRules.to_dict(), when recorded
 
     @property
     def num_samples(self) -> int:
@@ -62,7 +64,8 @@ class DatasetIndex:
         return h.hexdigest()[:16]
 
     def without_shards(self, names: set[str]) -> DatasetIndex:
-        return DatasetIndex(self.path, self.sample_rate, tuple(s for s in self.shards if s.name not in names))
+        return DatasetIndex(self.path, self.sample_rate, tuple(s for s in self.shards if s.name not in names),
+                            self.language, self.text_rules)
 
 
 def is_local(url: str) -> bool:
@@ -108,7 +111,8 @@ def load_index(shards: str, index_path: str = "") -> DatasetIndex:
         ShardInfo(rec["name"], url, tuple(SampleInfo(s["key"], float(s["duration"]), s["text"], str(s.get("speaker", "")))
                                           for s in rec["samples"]))
         for url, rec in zip(urls, records))
-    return DatasetIndex(index_path, int(raw["sample_rate"]), shard_infos)
+    return DatasetIndex(index_path, int(raw["sample_rate"]), shard_infos, raw.get("language") or "en",
+                        raw.get("text_rules"))
 
 
 def _read_json(path: str) -> dict:
@@ -122,6 +126,25 @@ def _read_json(path: str) -> dict:
     if not isinstance(raw, dict):
         raise ShardIndexError(f"{path}: expected a JSON object at the top level")
     return raw
+
+
+def _check_one_language(raw: dict, shards: list[dict], path: str) -> None:
+    """One index, one language's text rules: shards merged from corpora prepared with different
+    `--language` would train one model on two spellings."""
+    language = raw.get("language") or "en"
+    if not isinstance(language, str):
+        raise ShardIndexError(f"{path}: 'language' must be a language code string, got {language!r}")
+    by_language: dict[str, list[str]] = {}
+    for rec in shards:
+        by_language.setdefault(rec.get("language") or language, []).append(rec["name"])
+    if len(by_language) > 1:
+        listed = "; ".join(f"{code}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''}"
+                           for code, names in sorted(by_language.items()))
+        raise ShardIndexError(f"{path}: the shards mix the text rules of {len(by_language)} languages ({listed}); "
+                              "prepare each language into its own shard folder")
+    (only,) = by_language
+    if only != language:
+        raise ShardIndexError(f"{path}: index language {language!r} but its shards say {only!r}")
 
 
 def _validate(raw: dict, path: str) -> list[dict]:
@@ -154,6 +177,7 @@ def _validate(raw: dict, path: str) -> list[dict]:
             if s["key"] in seen_keys:
                 raise ShardIndexError(f"{where} ({rec['name']}): key {s['key']!r} appears twice in the index")
             seen_keys.add(s["key"])
+    _check_one_language(raw, shards, path)
     if raw.get("num_samples", len(seen_keys)) != len(seen_keys):
         raise ShardIndexError(f"{path}: num_samples {raw['num_samples']} != {len(seen_keys)} samples listed")
     return shards

@@ -29,7 +29,7 @@ from pathlib import Path
 from asr_dist.corpus.readers import CorpusError, Utterance, open_corpus
 from asr_dist.shards.encode import AudioLimits, EncodedSample, Rejected, encode_utterance, init_worker
 from asr_dist.shards.writer import INDEX_NAME, ShardSink, remove_stale_shards, write_index
-from asr_dist.text import TextRules, UnnormalizableText, build_processor, normalize_text
+from asr_dist.text import LANGUAGES, TextRules, UnnormalizableText, build_processor, normalize_text, vocab_report
 
 REJECTS_NAME = "rejects.jsonl"
 WARNINGS_NAME = "warnings.jsonl"  # kept samples with a problem worth knowing (a manifest's wrong duration)
@@ -54,6 +54,10 @@ class PrepareSummary:
     warned: dict[str, int] = field(default_factory=dict)  # kept, but see warnings.jsonl: reason -> count
     elapsed_s: float = 0.0
     processor_dir: str | None = None
+    language: str = "en"
+    vocab_size: int = 0  # with the processor: labels, special tokens included
+    rare_chars: str = ""  # characters seen fewer than min_char_count times: spelled [UNK]
+    rare_share: float = 0.0  # their share of the transcripts' characters
 
     @property
     def num_rejected(self) -> int:
@@ -75,7 +79,12 @@ class PrepareSummary:
         rows += [("shards", f"{self.num_shards}", f"{self.shard_bytes / 1e6:.1f} MB in {self.out_dir}"),
                  ("time", f"{self.elapsed_s:.1f} s", f"{self.hours_per_minute:.2f} audio h/min")]
         if self.processor_dir:
-            rows.append(("processor", "", self.processor_dir))
+            rows.append(("processor", f"{self.vocab_size}", f"labels, {self.processor_dir}"))
+            if self.rare_chars:
+                shown = self.rare_chars[:20] + ("..." if len(self.rare_chars) > 20 else "")
+                rows.append(("  -> [UNK]", f"{len(self.rare_chars)}",
+                             f"rare characters, {100 * self.rare_share:.2f} % of the text: {shown}"))
+        rows.append(("language", self.language, LANGUAGES[self.language].name))
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{name:<{width}}  {value:>9}  {note}".rstrip() for name, value, note in rows)
 
@@ -92,10 +101,12 @@ def write_shards(
     max_duration: float = 30.0,
     write_processor: bool = False,
     text_rules: TextRules | None = None,
+    min_char_count: int = 1,
     progress: bool = False,
 ) -> PrepareSummary:
     """Write `utterances` into OUT_DIR/PREFIX-NNNNNN.tar + index.json + rejects.jsonl
-    (+ OUT_DIR/processor, vocabulary from the kept transcripts, when `write_processor`)."""
+    (+ OUT_DIR/processor, vocabulary from the kept transcripts, when `write_processor`; characters seen
+    fewer than `min_char_count` times get no label). index.json records the language and its text rules."""
     started = time.monotonic()
     if target_shard_mb <= 0:
         raise ValueError(f"target_shard_mb = {target_shard_mb}: expected a positive size in MB")
@@ -106,7 +117,8 @@ def write_shards(
     (out / INDEX_NAME).unlink(missing_ok=True)  # no index until the new shards are all complete
 
     utterances = list(utterances)
-    jobs, rejects = _normalized_unique(utterances, text_rules or TextRules())
+    rules = (text_rules or TextRules()).resolved()
+    jobs, rejects = _normalized_unique(utterances, rules)
     limits = AudioLimits(sample_rate=sample_rate, min_duration=min_duration, max_duration=max_duration)
     sink = ShardSink(out, prefix, int(target_shard_mb * 1e6), sample_rate)
     kept_texts: list[str] = []
@@ -122,6 +134,10 @@ def write_shards(
         if progress and (done % 200 == 0 or done == len(jobs)):
             print(f"  {done}/{len(jobs)} encoded, {len(sink.shards)} shard(s)", file=sys.stderr, flush=True)
     index = sink.finish()
+    index["language"] = rules.language  # what training, evaluation and export apply (absent = English)
+    index["text_rules"] = rules.to_dict()
+    for shard in index["shards"]:
+        shard["language"] = rules.language  # so that shards merged from two corpora show their mix
     remove_stale_shards(out, prefix, {s["name"] for s in index["shards"]})
 
     rejects.sort(key=lambda r: (r.key, r.source, r.reason))
@@ -131,14 +147,18 @@ def write_shards(
         out_dir=str(out), prefix=prefix, num_inputs=len(utterances), num_kept=index["num_samples"],
         kept_seconds=index["total_seconds"], num_shards=len(index["shards"]),
         shard_bytes=sum(s["num_bytes"] for s in index["shards"]),
-        rejected=dict(Counter(r.reason for r in rejects)), warned=dict(Counter(w.reason for w in warnings)))
+        rejected=dict(Counter(r.reason for r in rejects)), warned=dict(Counter(w.reason for w in warnings)),
+        language=rules.language)
     if not kept_texts:
         summary.elapsed_s = time.monotonic() - started
         what = f"all {len(utterances)} inputs were rejected" if utterances else "the corpus lists no utterances"
         raise NothingUsable(f"{what}; see {out / REJECTS_NAME}\n{summary.table()}")
     if write_processor:
-        build_processor(kept_texts, out / PROCESSOR_DIR, sample_rate=sample_rate)
+        build_processor(kept_texts, out / PROCESSOR_DIR, sample_rate=sample_rate, min_count=min_char_count,
+                        language=rules.language)
+        report = vocab_report(kept_texts, min_char_count)
         summary.processor_dir = str(out / PROCESSOR_DIR)
+        summary.vocab_size, summary.rare_chars, summary.rare_share = report.vocab_size, report.rare_chars, report.rare_share
     write_index(out, index)
     summary.elapsed_s = time.monotonic() - started
     return summary
@@ -161,7 +181,8 @@ def _normalized_unique(utterances: list[Utterance], rules: TextRules) -> tuple[l
         try:
             text = normalize_text(utt.text, rules)
         except UnnormalizableText as e:
-            rejects.append(Rejected(utt.key, utt.audio, "unnormalizable_text", f"{e}: {utt.text!r}"))
+            reason = "foreign_script" if e.foreign else "unnormalizable_text"
+            rejects.append(Rejected(utt.key, utt.audio, reason, f"{e}: {utt.text!r}"))
             continue
         if not text:
             detail = utt.meta.get("problem") or f"transcript {utt.text!r} is empty after normalization"
@@ -214,16 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unspeakable", choices=("reject", "drop"), default="reject",
                         help="transcripts with digits/symbols: reject the utterance (default) or drop the characters")
     parser.add_argument("--keep-dashes", action="store_true", help="glue hyphenated words instead of splitting them")
+    parser.add_argument("--language", default="en", choices=sorted(LANGUAGES), metavar="CODE",
+                        help="ISO 639-1 code of the transcripts' language: its letters, case and spacing rules "
+                             f"(default en; known: {', '.join(sorted(LANGUAGES))}); recorded in index.json")
+    parser.add_argument("--strip-accents", action=argparse.BooleanOptionalAction, default=None,
+                        help="strip accents (niño -> nino); default: the language's rule (English only strips)")
+    parser.add_argument("--min-char-count", type=int, default=1,
+                        help="with --processor: characters seen fewer times get no label and are spelled [UNK] (default 1)")
     args = parser.parse_args(argv)
 
-    rules = TextRules(unspeakable=args.unspeakable, dashes_to_spaces=not args.keep_dashes)
+    rules = TextRules(language=args.language, unspeakable=args.unspeakable, dashes_to_spaces=not args.keep_dashes,
+                      strip_accents=args.strip_accents)
     print(f"asr-dist prepare: {args.source} -> {args.out_dir} (prefix {args.prefix}, {args.workers} workers)",
           file=sys.stderr)
     try:
         summary = write_shards(
             open_corpus(args.source), args.out_dir, prefix=args.prefix, target_shard_mb=args.shard_mb,
             num_workers=args.workers, sample_rate=args.sample_rate, min_duration=args.min_duration,
-            max_duration=args.max_duration, write_processor=args.processor, text_rules=rules, progress=True)
+            max_duration=args.max_duration, write_processor=args.processor, text_rules=rules,
+            min_char_count=args.min_char_count, progress=True)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

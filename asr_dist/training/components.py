@@ -18,6 +18,7 @@ import torch
 from asr_dist import startup
 from asr_dist.checkpoint import CheckpointManager
 from asr_dist.config import Config
+from asr_dist.data.language import run_language
 from asr_dist.data.loader import EvalLoader, TrainLoader, build_train_loader
 from asr_dist.eval_sets import build_eval_sets
 from asr_dist.lr_schedule import build_lr_scheduler
@@ -51,6 +52,7 @@ class Components:
     checkpoints: CheckpointManager
     progress: RunProgress
     resumed_from: Path | None
+    language: str = "en"  # of the shards' and processor's text rules (asr_dist/text/languages.py)
 
     @property
     def stateful(self) -> dict:
@@ -66,6 +68,7 @@ def build(cfg: Config, backend: Backend) -> Components:
     from accelerate.utils import set_seed
 
     processor = load_processor(processor_path(cfg))
+    language = run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
     freeze_parameters(model, cfg.freezing)
@@ -114,4 +117,4 @@ def build(cfg: Config, backend: Backend) -> Components:
              next(accelerator.unwrap_model(model).parameters()).dtype, trainer.input_dtype, budget.total_steps,
              budget.steps_per_epoch)
     return Components(cfg, backend, accelerator, processor, model, optimizer, train_loader, eval_loader, trainer,
-                      checkpoints, progress, resumed_from)
+                      checkpoints, progress, resumed_from, language)

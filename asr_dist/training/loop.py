@@ -68,7 +68,7 @@ class TrainingLoop:
 
     def save(self, step: int, scores=None) -> None:
         """Collective."""
-        self.parts.checkpoints.save(step, self.parts.stateful, {"wer": scores.wer} if scores else None)
+        self.parts.checkpoints.save(step, self.parts.stateful, scores.checkpoint_metrics() if scores else None)
         self.last_saved = step
 
     # -- the loop
@@ -140,6 +140,10 @@ class TrainingLoop:
             if cfg.checkpoint.every_steps and self.last_saved != progress.step:
                 self.save(progress.step, final)
             result["export_dir"] = str(export_pretrained(self.acc, p.model, p.processor, self.folder.path / EXPORT))
+            if cfg.freezing.adapters_only and self.acc.is_main_process:  # as MMS ships them: adapter.<lang>.safetensors
+                from asr_dist.adapters import write_adapter_file
+
+                write_adapter_file(self.folder.path / EXPORT, p.language)
         memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank
         result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export
         result["training_memory_mb"] = [m["end_of_training"] for m in memory]  # held after the last update
