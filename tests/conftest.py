@@ -107,3 +107,12 @@ def tiny_shards(tiny_corpus, tmp_path_factory) -> TinyShards:
                        target_shard_mb=0.15, num_workers=0)
     assert train.num_rejected == 0 and dev.num_rejected == 0, "the tiny corpus must shard without rejects"
     return TinyShards(train=root / "train", dev=root / "dev", processor=root / "train" / "processor")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """CI order: unit tests first (seconds), then multi-process runs (`slow`), then the Slurm cluster (`slurm`):
+    a broken unit fails fast, and the expensive parts run last. Stable within each group."""
+    def group(item) -> int:
+        return 2 if item.get_closest_marker("slurm") else 1 if item.get_closest_marker("slow") else 0
+
+    items.sort(key=group)
