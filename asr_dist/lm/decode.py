@@ -61,6 +61,50 @@ def build_pyctcdecode(lm: LMFolder, labels: list[str], alpha: float, beta: float
     return BeamSearchDecoderCTC(Alphabet.build_alphabet(labels), model)
 
 
+LN10 = 2.302585092994046  # KenLM scores are log10; CTC scores are natural logs (pyctcdecode converts the same way)
+
+
+def _kenlm_token_lm(model, tokens: list[str]):
+    """A character n-gram for flashlight's lexicon-free search through torchaudio's CTCDecoderLM interface.
+
+    flashlight-text's built-in KenLM binding maps tokens to LM words by byte string and misses non-ASCII ones (a
+    Chinese character LM scored every token as <unk>; tests/test_lm.py), so the LM is queried through the kenlm
+    module instead. The word delimiter is not an LM token: it leaves the state as it is."""
+    import kenlm
+    from torchaudio.models.decoder import CTCDecoderLM, CTCDecoderLMState
+
+    class KenLMTokens(CTCDecoderLM):
+        def __init__(self):
+            super().__init__()
+            self.states: dict = {}
+
+        def start(self, start_with_nothing: bool):
+            self.states.clear()
+            state, ken = CTCDecoderLMState(), kenlm.State()
+            (model.NullContextWrite if start_with_nothing else model.BeginSentenceWrite)(ken)
+            self.states[state] = ken
+            return state
+
+        def score(self, state, usr_token_idx: int):
+            child = state.child(usr_token_idx)
+            token = tokens[usr_token_idx]
+            if child not in self.states:
+                if token == CHAR_SPACE:
+                    self.states[child], lp = self.states[state], 0.0
+                else:
+                    out = kenlm.State()
+                    lp = model.BaseScore(self.states[state], token, out) * LN10
+                    self.states[child] = out
+                self.states[(child, "score")] = lp
+            return child, self.states[(child, "score")]
+
+        def finish(self, state):
+            out = kenlm.State()
+            return state.child(-1), model.BaseScore(self.states[state], "</s>", out) * LN10
+
+    return KenLMTokens()
+
+
 class _TorchaudioDecoder:
     """flashlight-text's decoder behind the same `decode(logits) -> str` as pyctcdecode's."""
 
@@ -70,18 +114,18 @@ class _TorchaudioDecoder:
         from torchaudio.models.decoder import ctc_decoder
 
         blank = labels[0]
-        unk = next((t for t in labels if t.lower() in ("[unk]", "<unk>")), None)
         lexicon = None
         if lm.units == "word":  # lexicon: each LM word spelled in the model's characters
             words = [w for w in lm.unigrams if w not in ("<s>", "</s>", "<unk>")]
             lexicon = tempfile.NamedTemporaryFile("w", suffix=".lexicon", delete=False, encoding="utf-8")
             lexicon.write("".join(f"{w}\t{' '.join(w)} {CHAR_SPACE}\n" for w in words))
             lexicon.close()
-        self.labels, self.blank = labels, blank
+        self.labels, self.blank, self.words = labels, blank, lexicon is not None
+        lm_arg = str(lm.arpa_file) if lexicon else _kenlm_token_lm(load_kenlm(lm.model_file), labels)
         self._decoder = ctc_decoder(
-            lexicon=lexicon.name if lexicon else None, tokens=labels, lm=str(lm.arpa_file), nbest=1,
+            lexicon=lexicon.name if lexicon else None, tokens=labels, lm=lm_arg, nbest=1,
             beam_size=beam_width, lm_weight=alpha, word_score=beta, sil_token=CHAR_SPACE, blank_token=blank,
-            unk_word=unk or "<unk>", log_add=False)
+            unk_word="<unk>", log_add=False)  # KenLM's unknown word
         if lexicon:
             os.unlink(lexicon.name)
 
@@ -90,6 +134,8 @@ class _TorchaudioDecoder:
 
         emissions = torch.from_numpy(np.ascontiguousarray(log_softmax(logits.astype(np.float32))))[None]
         hyp = self._decoder(emissions)[0][0]
+        if self.words:
+            return " ".join(hyp.words)
         tokens = self._decoder.idxs_to_tokens(hyp.tokens)
         text = "".join(" " if t == CHAR_SPACE else t for t in tokens if t != self.blank)
         return " ".join(text.split())
