@@ -181,11 +181,16 @@ def test_evaluate_cli_with_a_bad_lm_fails_before_running_the_model(tmp_path):
                            str(tmp_path / "missing")], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     assert not list(model.glob("eval-*.json"))
+    proc = subprocess.run([sys.executable, "-m", "asr_dist.cli", "export", str(tmp_path / "no-checkpoint"),
+                           str(tmp_path / "out"), "--lm", str(tmp_path / "missing")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and "LM folder" in proc.stderr and not (tmp_path / "out").exists()
 
 
 # ----------------------------------------------------------------------------- evaluate, tune, export
 
 
+@pytest.mark.slow  # ~30 s idle: runs the network over shards, 4 grid points, a CLI subprocess
 def test_evaluate_with_lm_and_tune_store_scores_and_params(word_lm, tmp_path):
     import shutil
 
@@ -213,6 +218,7 @@ def test_evaluate_with_lm_and_tune_store_scores_and_params(word_lm, tmp_path):
     assert "real time" in proc.stdout
 
 
+@pytest.mark.slow  # ~40 s idle: pipeline() on 6 files twice, a 60 s file, a CLI subprocess
 def test_export_with_lm_decodes_in_pipeline_like_transcribe_lm(word_lm, tmp_path):
     import transformers
 
@@ -234,6 +240,11 @@ def test_export_with_lm_decodes_in_pipeline_like_transcribe_lm(word_lm, tmp_path
     by_pipeline = [pipe({"raw": load_audio(f, 16000), "sampling_rate": 16000})["text"] for f in files]
     by_transcribe = [t for _, t in transcribe(build_transcriber(plain, lm_dir=word_lm, alpha=0.7, beta=0.3), files)]
     assert by_pipeline == by_transcribe
+    proc = subprocess.run([sys.executable, "-m", "asr_dist.cli", "transcribe", str(plain), *map(str, files[:3]),
+                           "--lm", str(word_lm), "--alpha", "0.7", "--beta", "0.3"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split("\t", 1)[1] for line in proc.stdout.splitlines()] == by_pipeline[:3]
     assert any(by_pipeline)
     # 60 s file: chunked long-form decoding with word timestamps
     long = tmp_path / "long.wav"
