@@ -273,6 +273,7 @@ class EvalConfig:
     every_steps: int = 0  # 0 = only at the end
     num_examples: int = 5  # reference/hypothesis pairs printed
     subset_field: str = "speaker"  # per-subset WER breakdown by this metadata field
+    lm: str = ""  # LM folder (asr-dist lm build): the final eval also beam-searches with it (eval.json "lm")
 
     def check(self, at: str) -> None:
         _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = only at the end)", self.every_steps)

@@ -347,6 +347,10 @@ def run(cfg: Config) -> dict:
     check_launch(cfg, ds_config)
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
     processor = load_processor(processor_path(cfg))
+    if cfg.eval.lm:  # a missing or mismatched LM fails now, not after training
+        from asr_dist.lm.score import check_lm_for_training
+
+        check_lm_for_training(cfg.eval.lm, processor)
 
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
@@ -459,6 +463,11 @@ def run(cfg: Config) -> dict:
         if cfg.checkpoint.every_steps and last_saved != trainer.step:
             checkpoints.save(trainer.step, extra_state, {"wer": final.wer} if final else None)
         result["export_dir"] = str(export_pretrained(accelerator, model, processor, run_dir / "export"))
+        if cfg.eval.lm and final is not None and accelerator.is_main_process:
+            from asr_dist.lm.score import final_eval_with_lm
+
+            result["eval_lm"] = final_eval_with_lm(result["export_dir"], cfg.data.eval_shards, cfg.eval.lm, run_dir,
+                                                   cfg.eval.subset_field)
     memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank (collective)
     result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export
     result["training_memory_mb"] = [m["end_of_training"] for m in memory]  # held after the last update

@@ -257,3 +257,23 @@ def test_export_with_lm_decodes_in_pipeline_like_transcribe_lm(word_lm, tmp_path
     assert starts == sorted(starts) and all(0 <= s <= 60 for s in starts)
     if out["chunks"]:
         assert max(c["timestamp"][1] for c in out["chunks"]) > 10  # words found beyond the first chunk
+
+
+@pytest.mark.slow  # ~15 s idle: the network over 5 utterances
+def test_final_eval_with_lm_adds_lm_scores_beside_greedy_in_eval_json(word_lm, tmp_path):
+    from asr_dist.lm.score import check_lm_for_training, final_eval_with_lm
+
+    model = peaky_export(tmp_path / "export")
+    dev = write_tiny_shards(tmp_path / "dev", [5], prefix="dev")
+    (tmp_path / "eval.json").write_text(json.dumps({"wer": 0.9, "cer": 0.5}))
+    summary = final_eval_with_lm(model, dev, word_lm, tmp_path)
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert (saved["wer"], saved["cer"]) == (0.9, 0.5) and saved["lm"] == summary
+    assert set(summary) >= {"wer", "cer", "greedy_wer", "greedy_cer", "alpha", "beta", "lm_decode_x_real_time"}
+    assert len(summary["examples"]) == 5
+    import transformers
+
+    processor = transformers.Wav2Vec2Processor.from_pretrained(str(model))
+    check_lm_for_training(word_lm, processor)
+    with pytest.raises(LMError, match="does not exist"):
+        check_lm_for_training(tmp_path / "nope", processor)

@@ -124,3 +124,28 @@ def main_evaluate(args) -> int:
                                   "greedy": g.to_dict(), "lm": lm.to_dict(utterances=True), "decode": d}, indent=1))
     print(f"wrote {output}")
     return 0
+
+
+# ----------------------------------------------------------------------------- in training
+
+
+def check_lm_for_training(lm_dir, processor) -> None:
+    """At the start of a run with `eval.lm` set: the LM must open and fit the vocabulary now, not after training."""
+    from asr_dist.lm.store import check_vocabulary, open_lm
+
+    check_vocabulary(open_lm(lm_dir), processor.tokenizer.get_vocab())
+
+
+def final_eval_with_lm(export_dir, eval_shards, lm_dir, run_dir, subset_field: str = "speaker") -> dict:
+    """After training (main process): greedy and LM scores of the exported model, added to RUN/eval.json as "lm"
+    (the greedy scores already there stay as they are), and returned."""
+    out = evaluate_with_lm(export_dir, eval_shards, lm_dir, subset_field=subset_field)
+    lm, d = out["lm"], out["decode"]
+    summary = {"wer": lm.wer, "cer": lm.cer, "greedy_wer": out["greedy"].wer, "greedy_cer": out["greedy"].cer,
+               "subsets": {k: {"wer": v.wer, "cer": v.cer} for k, v in lm.subsets.items()},
+               "examples": lm.examples, **{k: d[k] for k in ("backend", "alpha", "beta", "beam_width", "lm_dir",
+                                                             "lm_decode_x_real_time")}}
+    eval_file = Path(run_dir) / "eval.json"
+    saved = json.loads(eval_file.read_text()) if eval_file.is_file() else {}
+    eval_file.write_text(json.dumps({**saved, "lm": summary}, indent=1))
+    return summary
