@@ -9,7 +9,9 @@ APT     := apt-get -o DPkg::Lock::Timeout=600
 DEB_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k sox libsox-fmt-all libsndfile1 ffmpeg \
             fortune-mod fortunes fortunes-min wamerican wordnet-base slurm-wlm munge \
             fortunes-zh fortunes-es fortunes-de fortunes-it fortunes-ru \
-            mariadb-server slurmdbd
+            mariadb-server slurmdbd \
+            cmake libboost-program-options-dev libboost-system-dev libboost-thread-dev libboost-test-dev \
+            zlib1g-dev libbz2-dev liblzma-dev
 
 .PHONY: demo test test-fast deb venv bench clean-runs
 
@@ -25,7 +27,11 @@ test-fast: venv
 bench: venv
 	$(PY) benchmarks/run_all.py
 
-venv: deb $(STAMP)
+venv: deb $(STAMP) .venv/bin/lmplz
+
+# KenLM's LM estimator (lmplz, build_binary) compiled from the kenlm sdist: `asr-dist lm build` runs them.
+.venv/bin/lmplz: $(STAMP)
+	bash tools/build_kenlm.sh .venv
 
 # Debian packages: installed only when one is missing.
 deb:
@@ -42,6 +48,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q torch==2.11.0 torchaudio==2.11.0
 	$(PIP) install -q --no-build-isolation -e '.[test]'
 	$(PY) -m asr_dist._warm_ops  # DeepSpeed's CPU op, built once into .venv/torch_extensions
+	$(PIP) install -q --no-deps pyctcdecode==0.5.0  # its metadata says numpy<2; it runs on numpy 2 (tests/test_lm.py)
 	touch $(STAMP)
 
 clean-runs:

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "export": ("asr_dist.export", "turn a checkpoint (DDP or ZeRO shards) into a save_pretrained folder"),
     "transcribe": ("asr_dist.transcribe", "transcribe audio files with an exported model"),
     "evaluate": ("asr_dist.evaluate", "WER/CER of an exported model on a shard folder"),
+    "lm": ("asr_dist.lm.cli", "build an n-gram LM (KenLM) / tune its alpha and beta on a dev set"),
     "report": ("asr_dist.report", "write runs/NAME/report.md with plots"),
     "submit": ("asr_dist.launch.submit", "submit a training job to Slurm through submitit"),
 }

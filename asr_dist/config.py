@@ -332,6 +332,7 @@ class EvalConfig:
     num_examples: int = 5  # reference/hypothesis pairs printed
     subset_field: str = "speaker"  # per-subset WER breakdown by this metadata field
     primary_metric: str = "auto"  # what eval.json names and checkpoint.keep_best ranks by: auto (the language's: wer, or cer for zh/ja), wer, cer, mer
+    lm: str = ""  # LM folder (asr-dist lm build): the final eval also beam-searches with it (eval.json "lm")
 
     def check(self, at: str) -> None:
         _require(self.every_steps >= 0, f"{at}.every_steps", "an integer >= 0 (0 = only at the end)", self.every_steps)

@@ -272,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-samples", type=int, default=DataConfig.max_batch_samples)
     parser.add_argument("--num-workers", type=int, default=DataConfig.num_workers, help="shard reading processes")
     parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    parser.add_argument("--lm", help="LM folder (asr-dist lm build): also beam-search with it, scores side by side")
+    parser.add_argument("--alpha", type=float, help="LM weight (default: the LM's tuned value)")
+    parser.add_argument("--beta", type=float, help="word insertion bonus (default: the LM's tuned value)")
+    parser.add_argument("--beam-width", type=int, default=100)
+    parser.add_argument("--lm-backend", choices=["pyctcdecode", "torchaudio"], help="default: by the LM's units")
+    parser.add_argument("--processes", type=int, default=0, help="LM decoding processes (0 = every core)")
     args = parser.parse_args(argv)
 
     model_dir, shard_dir = Path(args.model_dir), Path(args.shard_dir)
@@ -281,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (shard_dir / "index.json").is_file():
         print(f"error: {shard_dir} is not a shard folder (no index.json)", file=sys.stderr)
         return 2
+    if args.lm:  # greedy and LM side by side, one process for the network, every core for the beam search
+        from asr_dist.lm.score import main_evaluate
+
+        return main_evaluate(args)
 
     from accelerate import Accelerator
     from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor

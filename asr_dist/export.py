@@ -115,12 +115,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="output folder")
     p.add_argument("--processor", help="processor folder, when the checkpoint holds none")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--lm", help="LM folder (asr-dist lm build): export a Wav2Vec2ProcessorWithLM that decodes with it")
+    p.add_argument("--alpha", type=float, help="LM weight (default: the LM's tuned value)")
+    p.add_argument("--beta", type=float, help="word insertion bonus (default: the LM's tuned value)")
     args = p.parse_args(argv)
+    if args.lm:  # check the LM before the (slow) export, so a bad LM leaves no half-written folder
+        from asr_dist.lm.store import LMError, open_lm
+
+        try:
+            open_lm(args.lm)
+        except LMError as e:
+            print(f"asr-dist export: {e}", file=sys.stderr)
+            return 1
     try:
         out = export_checkpoint(args.checkpoint, args.out, args.processor, args.overwrite)
     except (CheckpointError, ExportError, OSError) as e:
         print(f"asr-dist export: {e}", file=sys.stderr)
         return 1
+    if args.lm:
+        from asr_dist.lm.export import add_lm
+        from asr_dist.lm.store import LMError
+
+        try:
+            add_lm(out, args.lm, args.alpha, args.beta)
+        except LMError as e:
+            print(f"asr-dist export: {e}", file=sys.stderr)
+            return 1
+        print(f"added LM {args.lm} (language_model/, Wav2Vec2ProcessorWithLM)")
     print(f"exported {find_checkpoint(args.checkpoint)} -> {out}")
     return 0
 

@@ -37,9 +37,11 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioReadError(f"{path}: not readable as audio ({e})") from None
 
 
-def build_transcriber(model_dir: str | Path, device: str = "cpu", chunk_seconds: float = 0.0):
+def build_transcriber(model_dir: str | Path, device: str = "cpu", chunk_seconds: float = 0.0,
+                      lm_dir: str | Path | None = None, alpha: float | None = None, beta: float | None = None):
     """transformers' ASR pipeline on an exported folder; `chunk_seconds` > 0 decodes long files in
-    overlapping chunks (the pipeline's CTC striding)."""
+    overlapping chunks (the pipeline's CTC striding). With `lm_dir` the pipeline beam-searches with that LM
+    (checked against the model's vocabulary first), as an export made with `--lm` does by itself."""
     from transformers import pipeline
 
     model_dir = Path(model_dir)
@@ -47,6 +49,13 @@ def build_transcriber(model_dir: str | Path, device: str = "cpu", chunk_seconds:
         raise FileNotFoundError(f"{model_dir} is not an exported model folder (no config.json); "
                                 "write one with `asr-dist export`")
     kwargs = {"chunk_length_s": chunk_seconds} if chunk_seconds > 0 else {}
+    if lm_dir is not None:
+        from transformers import AutoTokenizer
+
+        from asr_dist.lm.decode import LMDecoder
+
+        vocab = AutoTokenizer.from_pretrained(str(model_dir)).get_vocab()
+        kwargs["decoder"] = LMDecoder(lm_dir, vocab, alpha, beta, processes=1).pyctcdecode_decoder
     return pipeline("automatic-speech-recognition", model=str(model_dir), device=device, **kwargs)
 
 
@@ -65,12 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, ... any rate, any channels)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--chunk-seconds", type=float, default=0.0, help="decode long files in chunks (0 = whole)")
+    parser.add_argument("--lm", help="LM folder (asr-dist lm build): beam search with it")
+    parser.add_argument("--alpha", type=float, help="LM weight (default: the LM's tuned value)")
+    parser.add_argument("--beta", type=float, help="word insertion bonus (default: the LM's tuned value)")
     args = parser.parse_args(argv)
+    from asr_dist.lm.store import LMError
+
     try:
-        pipe = build_transcriber(args.model_dir, args.device, args.chunk_seconds)
+        pipe = build_transcriber(args.model_dir, args.device, args.chunk_seconds, args.lm, args.alpha, args.beta)
         for f, text in transcribe(pipe, args.files):
             print(f"{f}\t{text}", flush=True)
-    except (AudioReadError, FileNotFoundError) as e:
+    except (AudioReadError, FileNotFoundError, LMError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

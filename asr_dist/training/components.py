@@ -69,6 +69,10 @@ def build(cfg: Config, backend: Backend) -> Components:
 
     processor = load_processor(processor_path(cfg))
     language = run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
+    if cfg.eval.lm:  # a missing or mismatched LM fails now, not after training
+        from asr_dist.lm.score import check_lm_for_training
+
+        check_lm_for_training(cfg.eval.lm, processor)
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
     freeze_parameters(model, cfg.freezing)

@@ -144,6 +144,12 @@ class TrainingLoop:
                 from asr_dist.adapters import write_adapter_file
 
                 write_adapter_file(self.folder.path / EXPORT, p.language)
+            if cfg.eval.lm and final is not None and self.acc.is_main_process:  # greedy and LM side by side
+                from asr_dist.lm.score import final_eval_with_lm
+
+                shards = next(iter(cfg.data.eval_sets().values()))[0]
+                result["eval_lm"] = final_eval_with_lm(result["export_dir"], shards, cfg.eval.lm, self.folder.path,
+                                                       cfg.eval.subset_field)
         memory = gather_object([{"end_of_training": trained_memory["now"], **memory_mb()}])  # per rank
         result["peak_memory_mb"] = [m["peak"] for m in memory]  # the whole run: start-up, training, eval, export
         result["training_memory_mb"] = [m["end_of_training"] for m in memory]  # held after the last update
