@@ -119,8 +119,14 @@ class ModelConfig:
     # scratch far more stably at high learning rates.
     feat_extract_norm: Literal["group", "layer"] = "group"
     do_stable_layer_norm: bool = False
+    # Family of a model built from these sizes (asr_dist/families.py, docs/models.md): wav2vec2, hubert, wavlm,
+    # data2vec-audio, wav2vec2-conformer, wav2vec2-bert. A pretrained checkpoint brings its own family.
+    type: str = "wav2vec2"
 
     def check(self, at: str) -> None:
+        from asr_dist.families import FAMILIES
+
+        _require(self.type in FAMILIES, f"{at}.type", f"one of {', '.join(FAMILIES)}", self.type)
         _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",
                  "conv_dim, conv_kernel and conv_stride of equal length", (self.conv_dim, self.conv_kernel, self.conv_stride))
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
