@@ -36,7 +36,7 @@ import torch
 from asr_dist.config import Config, ConfigError, load_config
 from asr_dist.loss import backward_scale, target_tokens
 from asr_dist.lr_schedule import build_lr_scheduler
-from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters
+from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters, model_family
 from asr_dist.optim import build_optimizer, is_encoder_group
 
 log = logging.getLogger("asr_dist.train")
@@ -166,6 +166,9 @@ class Trainer:
         self.use_attention_mask = use_attention_mask
         self.blank_id = blank_id
         self.deepspeed = is_deepspeed(accelerator)
+        # batch["input_values"] is the model's input whatever its kind: waveform (`input_values`) or
+        # filterbank steps (`input_features`, w2v-BERT); the model's forward names it
+        self.input_name = accelerator.unwrap_model(model).main_input_name
         # DeepSpeed's bf16_weights mode has no autocast: inputs must be cast to the weights' dtype by hand.
         self.input_dtype = next(accelerator.unwrap_model(model).parameters()).dtype if self.deepspeed \
             else torch.float32
@@ -283,7 +286,7 @@ class Trainer:
         if poison:  # train.debug_nan_steps: prove a non-finite update is skipped everywhere
             input_values = input_values.clone()
             input_values[0] = math.inf
-        inputs = {"input_values": input_values.to(self.input_dtype), "labels": batch["labels"].to(device)}
+        inputs = {self.input_name: input_values.to(self.input_dtype), "labels": batch["labels"].to(device)}
         if self.use_attention_mask:
             inputs["attention_mask"] = batch["attention_mask"].to(device)
         return inputs
@@ -339,6 +342,7 @@ def run(cfg: Config) -> dict:
     from asr_dist.data.loader import build_eval_loader, build_train_loader
     from asr_dist.evaluate import evaluate
     from asr_dist.export import export_pretrained
+    from asr_dist.families import pair_processor
     from asr_dist.metrics import MetricsLogger, ThroughputMeter
     from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
     from asr_dist.text import load_processor
@@ -346,7 +350,8 @@ def run(cfg: Config) -> dict:
     ds_config = read_deepspeed_config(cfg)
     check_launch(cfg, ds_config)
     _setup_logging(int(os.environ.get("RANK", "0")) == 0)
-    processor = load_processor(processor_path(cfg))
+    # the shards' tokenizer with the model family's own feature extractor (asr_dist/families.py)
+    processor = pair_processor(model_family(cfg.model), load_processor(processor_path(cfg)), cfg.model.pretrained)
 
     set_seed(cfg.train.seed)  # same initial weights on every rank (ZeRO-3 partitions each rank's copy)
     model = build_model(cfg.model, processor)
