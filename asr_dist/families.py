@@ -33,6 +33,23 @@ def _post_ln(config) -> bool:
     return not getattr(config, "do_stable_layer_norm", False)
 
 
+def _conv_frame_layers(config, stride_of_features: int = 2) -> tuple[tuple[int, int, int], ...]:
+    """Raw waveform -> frames: the CNN's (kernel, stride, padding) layers, then the adapter's (kernel 1)."""
+    layers = [(k, s, 0) for k, s in zip(config.conv_kernel, config.conv_stride)]
+    if getattr(config, "add_adapter", False):
+        layers += [(1, config.adapter_stride, 0)] * config.num_adapter_layers
+    return tuple(layers)
+
+
+def _fbank_frame_layers(config, stride_of_features: int = 2) -> tuple[tuple[int, int, int], ...]:
+    """Samples -> 25 ms / 10 ms filterbank frames -> stacked steps -> the adapter's strided convolutions."""
+    layers = [(400, 160, 0), (stride_of_features, stride_of_features, 0)]
+    if getattr(config, "add_adapter", False):
+        k = config.adapter_kernel_size
+        layers += [(k, config.adapter_stride, k // 2)] * config.num_adapter_layers
+    return tuple(layers)
+
+
 @dataclass(frozen=True)
 class Family:
     model_type: str  # transformers' config.model_type; also the value of model.type
@@ -48,6 +65,8 @@ class Family:
     head: str = "lm_head"  # the CTC head (fresh for our vocabulary)
     input_norm_first: Callable[[Any], bool] = lambda config: False  # encoder.layer_norm feeds layer 0?
     attention_mask: bool = True  # the model accepts an attention mask (wav2vec2-base style group norm: see below)
+    # samples -> model frames as a chain of (kernel, stride, padding) windows, for `asr-dist prepare`'s CTC check
+    frame_layers: Callable[..., tuple] = _conv_frame_layers
     unused: tuple[str, ...] = ()  # modules under `base` its forward never calls (frozen: DDP waits for no gradient)
     # extra config values for models built from ModelConfig sizes (tests, demo, benchmarks)
     from_sizes: dict = field(default_factory=dict)
@@ -78,7 +97,8 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
     # w2v-BERT 2.0: 80 log-mel filterbanks, 2 frames stacked (160 dims, 20 ms), projected: that is its front end
     Family("wav2vec2-bert", "Wav2Vec2BertConfig", "Wav2Vec2BertForCTC", "SeamlessM4TFeatureExtractor",
            "Wav2Vec2BertProcessor", input_kind="fbank", base="wav2vec2_bert", front_end=("feature_projection",),
-           beneath_layers=(), from_sizes=dict(conv_depthwise_kernel_size=15, add_adapter=False)),
+           beneath_layers=(), frame_layers=_fbank_frame_layers,
+           from_sizes=dict(conv_depthwise_kernel_size=15, add_adapter=False)),
 ]}
 
 HEADS = sorted({f.head for f in FAMILIES.values()})
@@ -171,6 +191,44 @@ def encoder_layers(model, fam: Family) -> torch.nn.ModuleList:
 def output_lengths(model, input_lengths: torch.Tensor) -> torch.Tensor:
     """Model frames for inputs of `input_lengths` steps (samples for raw input, feature frames for fbank)."""
     return model._get_feat_extract_output_lengths(input_lengths).to(torch.long)
+
+
+def frames_for_samples(model, feature_extractor) -> Callable:
+    """samples (int array) -> the model's output frames, by the model's own output-length function."""
+    from asr_dist.data.frontend import input_lengths_for_samples
+
+    def frames(samples):
+        steps = torch.tensor([input_lengths_for_samples(feature_extractor, int(n)) for n in samples])
+        return output_lengths(model, steps).clamp(min=0).numpy()
+
+    return frames
+
+
+def frame_layers(config, feature_extractor=None) -> tuple[tuple[int, int, int], ...]:
+    """The (kernel, stride, padding) chain from samples to the frames of a model with this config."""
+    return family(config.model_type).frame_layers(config, getattr(feature_extractor, "stride", 2))
+
+
+def frame_layers_for(model_config: str) -> tuple[tuple[int, int, int], ...]:
+    """frame_layers of a train YAML's model (its `model` section) or of a model folder / hub id."""
+    from transformers import AutoConfig
+
+    if model_config.endswith((".yaml", ".yml")):
+        from asr_dist.config import load_config
+
+        cfg = load_config(model_config).model
+        if not cfg.pretrained:
+            sizes = {name: getattr(cfg, name) for name in SIZE_FIELDS}
+            return frame_layers(config_from_sizes(family(cfg.type), sizes, {}))
+        model_config = cfg.pretrained
+    feature_extractor = None
+    try:
+        from transformers import AutoFeatureExtractor
+
+        feature_extractor = AutoFeatureExtractor.from_pretrained(model_config)
+    except (OSError, ValueError):
+        pass
+    return frame_layers(AutoConfig.from_pretrained(model_config), feature_extractor)
 
 
 # ----------------------------------------------------------------------------- the run's processor

@@ -342,7 +342,7 @@ def run(cfg: Config) -> dict:
     from asr_dist.data.loader import build_eval_loader, build_train_loader
     from asr_dist.evaluate import evaluate
     from asr_dist.export import export_pretrained
-    from asr_dist.families import pair_processor
+    from asr_dist.families import frames_for_samples, pair_processor
     from asr_dist.metrics import MetricsLogger, ThroughputMeter
     from asr_dist.stop import REQUEUE_EXIT_CODE, GracefulStop
     from asr_dist.text import load_processor
@@ -372,7 +372,8 @@ def run(cfg: Config) -> dict:
              accelerator.device, cfg.train.mixed_precision, sizes["total"] / 1e6, sizes["trainable"] / 1e6)
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
-                                      grad_accum=cfg.train.grad_accum)
+                                      grad_accum=cfg.train.grad_accum,
+                                      frames_for=frames_for_samples(model, processor.feature_extractor))
     eval_loader = (build_eval_loader(cfg.data, processor, rank=rank, world_size=world)
                    if cfg.data.eval_shards else None)
     model, optimizer = accelerator.prepare(model, optimizer)
