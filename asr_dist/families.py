@@ -20,6 +20,7 @@ transformers is imported on use, so that config.py can list the names cheaply.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -50,6 +51,28 @@ def _fbank_frame_layers(config, stride_of_features: int = 2) -> tuple[tuple[int,
     return tuple(layers)
 
 
+def _parakeet_frame_layers(config, stride_of_features: int = 2) -> tuple[tuple[int, int, int], ...]:
+    """Samples -> 10 ms mel frames (samples // 160) -> log2(subsampling_factor) stride-2 convolutions."""
+    enc = config.encoder_config
+    k = enc.subsampling_conv_kernel_size
+    layers = [(160, 160, 0)] + [(k, enc.subsampling_conv_stride, (k - 1) // 2)] * int(math.log2(enc.subsampling_factor))
+    return tuple(layers)
+
+
+def _parakeet_config(sizes: dict, settings: dict):
+    """ParakeetCTCConfig: the sizes go to its FastConformer encoder_config, vocabulary and CTC to the top."""
+    from transformers import ParakeetCTCConfig, ParakeetEncoderConfig
+
+    encoder = ParakeetEncoderConfig(
+        hidden_size=sizes["hidden_size"], num_hidden_layers=sizes["num_hidden_layers"],
+        num_attention_heads=sizes["num_attention_heads"], intermediate_size=sizes["intermediate_size"],
+        subsampling_conv_channels=max(16, sizes["hidden_size"] // 4), conv_kernel_size=9,
+        dropout=settings.get("hidden_dropout", 0.1), attention_dropout=settings.get("attention_dropout", 0.1),
+        activation_dropout=settings.get("activation_dropout", 0.1), layerdrop=settings.get("layerdrop", 0.0))
+    top = {k: settings[k] for k in ("vocab_size", "pad_token_id", "ctc_loss_reduction", "ctc_zero_infinity")}
+    return ParakeetCTCConfig(encoder_config=encoder.to_dict(), **top)
+
+
 @dataclass(frozen=True)
 class Family:
     model_type: str  # transformers' config.model_type; also the value of model.type
@@ -70,6 +93,7 @@ class Family:
     unused: tuple[str, ...] = ()  # modules under `base` its forward never calls (frozen: DDP waits for no gradient)
     # extra config values for models built from ModelConfig sizes (tests, demo, benchmarks)
     from_sizes: dict = field(default_factory=dict)
+    config_builder: Callable | None = None  # (sizes, settings) -> config, where the sizes are nested
 
     @property
     def input_name(self) -> str:
@@ -99,6 +123,11 @@ FAMILIES: dict[str, Family] = {f.model_type: f for f in [
            "Wav2Vec2BertProcessor", input_kind="fbank", base="wav2vec2_bert", front_end=("feature_projection",),
            beneath_layers=(), frame_layers=_fbank_frame_layers,
            from_sizes=dict(conv_depthwise_kernel_size=15, add_adapter=False)),
+    # Parakeet CTC (NVIDIA FastConformer): 80 mel frames of 10 ms (its own extractor), 8x conv subsampling
+    # front end, conformer layers with batch norm; no SpecAugment in transformers' implementation
+    Family("parakeet_ctc", "ParakeetCTCConfig", "ParakeetForCTC", "ParakeetFeatureExtractor", "Wav2Vec2Processor",
+           input_kind="fbank", base="encoder", front_end=("subsampling",), beneath_layers=(), layers="layers",
+           head="ctc_head", frame_layers=_parakeet_frame_layers, config_builder=_parakeet_config),
 ]}
 
 HEADS = sorted({f.head for f in FAMILIES.values()})
@@ -145,6 +174,8 @@ def _cls(name: str):
 def config_from_sizes(fam: Family, sizes: dict, settings: dict):
     """The family's config with the given sizes: keys the family's config does not have are left out
     (conv layers mean nothing to w2v-BERT), then the family's own small-model values and `settings`."""
+    if fam.config_builder is not None:
+        return fam.config_builder(sizes, settings)
     config_class = _cls(fam.config_class)
     known = set(config_class().to_dict())
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sizes.items() if k in known}
@@ -190,7 +221,9 @@ def encoder_layers(model, fam: Family) -> torch.nn.ModuleList:
 
 def output_lengths(model, input_lengths: torch.Tensor) -> torch.Tensor:
     """Model frames for inputs of `input_lengths` steps (samples for raw input, feature frames for fbank)."""
-    return model._get_feat_extract_output_lengths(input_lengths).to(torch.long)
+    if hasattr(model, "_get_feat_extract_output_lengths"):
+        return model._get_feat_extract_output_lengths(input_lengths).to(torch.long)
+    return model._get_subsampling_output_length(input_lengths).to(torch.long)  # Parakeet
 
 
 def frames_for_samples(model, feature_extractor) -> Callable:

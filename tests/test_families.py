@@ -89,7 +89,7 @@ def result_vocab(train) -> int:
 FRONT_END = {"wav2vec2": "wav2vec2.feature_extractor.", "hubert": "hubert.feature_extractor.",
              "wavlm": "wavlm.feature_extractor.", "data2vec-audio": "data2vec_audio.feature_extractor.",
              "wav2vec2-conformer": "wav2vec2_conformer.feature_extractor.",
-             "wav2vec2-bert": "wav2vec2_bert.feature_projection."}
+             "wav2vec2-bert": "wav2vec2_bert.feature_projection.", "parakeet_ctc": "encoder.subsampling."}
 
 
 @pytest.mark.parametrize("model_type", FAMILIES)
@@ -106,8 +106,10 @@ def test_freezing_takes_each_familys_front_end_and_lowest_layers(model_type):
     model = build_model(ModelConfig(type=model_type, **SIZES), processor)
     freeze_parameters(model, FreezingConfig(feature_encoder=False, lower_layers=2))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    fam = families.FAMILIES[model_type]
+    top_layer = f"{base}.{fam.layers}.2."
     # above layer 1 everything learns, at and below it nothing does
-    assert all(n.startswith((f"{base}.encoder.layers.2.", "lm_head.")) or
-               (n.startswith(f"{base}.encoder.layer_norm.") and not families.FAMILIES[model_type].input_norm_first(
-                   model.config)) for n in trainable), sorted(trainable)
-    assert any(n.startswith(f"{base}.encoder.layers.2.") for n in trainable)
+    assert all(n.startswith((top_layer, f"{fam.head}.")) or
+               (n.startswith(f"{base}.encoder.layer_norm.") and not fam.input_norm_first(model.config))
+               for n in trainable), sorted(trainable)
+    assert any(n.startswith(top_layer) for n in trainable)

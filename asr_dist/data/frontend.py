@@ -9,7 +9,8 @@
   filterbanks with `torchaudio.compliance.kaldi.fbank` (C++/ATen) and do the rest like the extractor; the HF
   extractor does the same in numpy, slower (benchmarks/frontend.py measures both; tests/test_frontend.py
   holds them equal within 2e-3 absolute after normalization). `FAST_FBANK = False` uses the extractor itself.
-* Any other feature extractor: called as it is (padding to the longest, its own units).
+* Any other feature extractor (Parakeet's mel spectrogram): called as it is, padding to the longest (not to
+  data.pad_to_multiple_seconds).
 
 Padding to a multiple (data.pad_to_multiple_seconds) is kept in the input's own unit: samples for raw input,
 filterbank frames (rounded up to whole stacked steps) for filterbanks.
@@ -110,4 +111,6 @@ def input_lengths_for_samples(fe, num_samples: int) -> int:
         frames = 0 if num_samples < 400 else 1 + (num_samples - 400) // 160
         return frames // fe.stride
     hop = getattr(fe, "hop_length", 160)
+    if type(fe).__name__ == "ParakeetFeatureExtractor":  # (samples + n_fft // 2 * 2 - n_fft) // hop
+        return (num_samples + fe.n_fft // 2 * 2 - fe.n_fft) // hop
     return num_samples // hop + 1
