@@ -122,6 +122,9 @@ class ModelConfig:
     # Family of a model built from these sizes (asr_dist/families.py, docs/models.md): wav2vec2, hubert, wavlm,
     # data2vec-audio, wav2vec2-conformer, wav2vec2-bert. A pretrained checkpoint brings its own family.
     type: str = "wav2vec2"
+    # A strided convolutional adapter between encoder and CTC head (wav2vec2, w2v-BERT; new weights on a
+    # pretrained model): halves the frame rate per adapter layer. The w2v-BERT 2.0 fine-tuning recipe uses one.
+    add_adapter: bool = False
 
     def check(self, at: str) -> None:
         from asr_dist.families import FAMILIES

@@ -244,24 +244,26 @@ def frame_layers(config, feature_extractor=None) -> tuple[tuple[int, int, int], 
 
 def frame_layers_for(model_config: str) -> tuple[tuple[int, int, int], ...]:
     """frame_layers of a train YAML's model (its `model` section) or of a model folder / hub id."""
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoFeatureExtractor
 
+    add_adapter = False
     if model_config.endswith((".yaml", ".yml")):
         from asr_dist.config import load_config
 
         cfg = load_config(model_config).model
+        add_adapter = cfg.add_adapter
         if not cfg.pretrained:
             sizes = {name: getattr(cfg, name) for name in SIZE_FIELDS}
-            return frame_layers(config_from_sizes(family(cfg.type), sizes, {}))
+            return frame_layers(config_from_sizes(family(cfg.type), sizes, {"add_adapter": add_adapter}))
         model_config = cfg.pretrained
-    feature_extractor = None
     try:
-        from transformers import AutoFeatureExtractor
-
         feature_extractor = AutoFeatureExtractor.from_pretrained(model_config)
     except (OSError, ValueError):
-        pass
-    return frame_layers(AutoConfig.from_pretrained(model_config), feature_extractor)
+        feature_extractor = None
+    config = AutoConfig.from_pretrained(model_config)
+    if add_adapter:
+        config.add_adapter = True
+    return frame_layers(config, feature_extractor)
 
 
 # ----------------------------------------------------------------------------- the run's processor

@@ -46,6 +46,7 @@ def _ctc_settings(cfg: ModelConfig, processor) -> dict:
         ctc_loss_reduction="sum",
         ctc_zero_infinity=True,  # an impossible alignment (text too long for the audio) gives 0, not inf
         **{name: getattr(cfg, name) for name in _REGULARIZATION},
+        **({"add_adapter": True} if cfg.add_adapter else {}),
     )
 
 
@@ -54,7 +55,11 @@ def model_family(cfg: ModelConfig) -> families.Family:
     if cfg.pretrained:
         from transformers import AutoConfig
 
-        return families.family(AutoConfig.from_pretrained(cfg.pretrained).model_type)
+        model_type = AutoConfig.from_pretrained(cfg.pretrained).model_type
+        if cfg.type not in ("wav2vec2", model_type):  # (the default says nothing: any checkpoint is fine)
+            raise ConfigError(f"model.type = {cfg.type!r} but model.pretrained = {cfg.pretrained} is a "
+                              f"{model_type!r} checkpoint; drop model.type or make them agree")
+        return families.family(model_type)
     return families.family(cfg.type)
 
 
