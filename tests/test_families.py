@@ -113,3 +113,24 @@ def test_freezing_takes_each_familys_front_end_and_lowest_layers(model_type):
                (n.startswith(f"{base}.encoder.layer_norm.") and not fam.input_norm_first(model.config))
                for n in trainable), sorted(trainable)
     assert any(n.startswith(top_layer) for n in trainable)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ddp", "zero2", "zero3"])
+@pytest.mark.parametrize("model_type", ["hubert", "wav2vec2-bert"])
+def test_two_processes_train_the_family_under_each_backend(model_type, backend, shards, tmp_path):
+    from types import SimpleNamespace
+
+    from test_train import launch, train_rows
+
+    train, dev = shards
+    run_dir = tmp_path / "run"
+    sizes = [f"model.{k}={json.dumps(v)}" for k, v in SIZES.items()]
+    proc = launch(backend, run_dir, SimpleNamespace(train=train, dev=dev),
+                  [f"model.type={model_type}", *sizes, "train.max_steps=10", "optimizer.lr=0.005",
+                   "train.mixed_precision=no", "checkpoint.every_steps=0", "data.max_batch_seconds=4",
+                   "data.max_duration=2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    losses = [r["loss"] for r in train_rows(run_dir)]
+    assert len(losses) == 10 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert json.loads((run_dir / "export" / "config.json").read_text())["model_type"] == model_type
