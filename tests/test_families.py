@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 import transformers
 from accelerate.state import AcceleratorState
+from safetensors.torch import load_file
 
 from asr_dist import cli, families
 from asr_dist.config import FreezingConfig, ModelConfig, load_config
@@ -49,7 +50,8 @@ def test_tiny_model_of_each_family_trains_exports_and_transcribes_like_the_pipel
     sizes = [f"model.{k}={json.dumps(v)}" for k, v in SIZES.items()]
     cfg = load_config(TINY, [f"data.train_shards={train}", f"data.eval_shards={dev}", f"model.type={model_type}",
                              f"train.run_dir={tmp_path / 'run'}", "train.max_steps=12", "optimizer.lr=0.005",
-                             "data.max_batch_seconds=4", "data.max_duration=2", "train.log_every=12", *sizes])
+                             "data.max_batch_seconds=4", "data.max_duration=2", "train.log_every=12",
+                             "checkpoint.every_steps=12", *sizes])
     AcceleratorState._reset_state(reset_partial_state=True)
     try:
         result = run(cfg)
@@ -60,6 +62,12 @@ def test_tiny_model_of_each_family_trains_exports_and_transcribes_like_the_pipel
     export = tmp_path / "run" / "export"
     config = json.loads((export / "config.json").read_text())
     assert config["model_type"] == model_type and config["vocab_size"] == result_vocab(train)
+    # `asr-dist export` of the checkpoint writes the same weights as the live export
+    assert cli.main(["export", str(tmp_path / "run"), str(tmp_path / "offline")]) == 0
+    live, offline = load_file(str(export / "model.safetensors")), load_file(str(tmp_path / "offline" /
+                                                                              "model.safetensors"))
+    assert live.keys() == offline.keys() and all(torch.equal(live[k], offline[k]) for k in live)
+    capsys.readouterr()
 
     wave = audio(1.1, seed=5)
     wav = tmp_path / "probe.wav"
@@ -132,5 +140,6 @@ def test_two_processes_train_the_family_under_each_backend(model_type, backend, 
                    "data.max_duration=2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = [r["loss"] for r in train_rows(run_dir)]
+    print(f"\n{model_type} {backend} losses", [round(x, 3) for x in losses])
     assert len(losses) == 10 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert json.loads((run_dir / "export" / "config.json").read_text())["model_type"] == model_type
