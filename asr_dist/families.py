@@ -87,17 +87,15 @@ class Family:
     layers: str = "encoder.layers"  # the transformer/conformer blocks under `base`
     head: str = "lm_head"  # the CTC head (fresh for our vocabulary)
     input_norm_first: Callable[[Any], bool] = lambda config: False  # encoder.layer_norm feeds layer 0?
-    attention_mask: bool = True  # the model accepts an attention mask (wav2vec2-base style group norm: see below)
+    # its forward takes an attention mask (all do); whether one is *passed* is the feature extractor's
+    # return_attention_mask: wav2vec2-base-style checkpoints (group-norm CNN) say no, and must not get one
+    attention_mask: bool = True
     # samples -> model frames as a chain of (kernel, stride, padding) windows, for `asr-dist prepare`'s CTC check
     frame_layers: Callable[..., tuple] = _conv_frame_layers
     unused: tuple[str, ...] = ()  # modules under `base` its forward never calls (frozen: DDP waits for no gradient)
     # extra config values for models built from ModelConfig sizes (tests, demo, benchmarks)
     from_sizes: dict = field(default_factory=dict)
     config_builder: Callable | None = None  # (sizes, settings) -> config, where the sizes are nested
-
-    @property
-    def input_name(self) -> str:
-        return "input_values" if self.input_kind == "raw" else "input_features"
 
 
 _WAV2VEC2_LIKE = dict(input_kind="raw", front_end=("feature_extractor",),
@@ -297,16 +295,6 @@ def pair_processor(fam: Family, processor, pretrained: str = ""):
         raise ValueError(f"the model's feature extractor expects {new_fe.sampling_rate} Hz audio but the shards' "
                          f"processor says {fe.sampling_rate} Hz (data.sample_rate)")
     return _cls(fam.processor_class)(feature_extractor=new_fe, tokenizer=processor.tokenizer)
-
-
-def describe() -> list[dict[str, str]]:
-    """The table as rows (for docs/models.md and `asr-dist`'s help)."""
-    rows = []
-    for fam in FAMILIES.values():
-        rows.append({"model.type": fam.model_type, "model": fam.model_class, "input": fam.input_kind,
-                     "feature extractor": fam.feature_extractor_class,
-                     "front end": ", ".join(f"{fam.base}.{p}" for p in fam.front_end)})
-    return rows
 
 
 __all__ = ["FAMILIES", "Family", "family", "family_of", "config_from_sizes", "pair_processor", "output_lengths",
