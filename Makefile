@@ -6,7 +6,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 APT     := apt-get -o DPkg::Lock::Timeout=600
-DEB_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k sox libsox-fmt-all libsndfile1 \
+DEB_PKGS := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k sox libsox-fmt-all libsndfile1 ffmpeg \
             fortune-mod fortunes fortunes-min wamerican wordnet-base slurm-wlm munge \
             mariadb-server slurmdbd
 
@@ -40,6 +40,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -U pip wheel setuptools ninja
 	$(PIP) install -q torch==2.11.0 torchaudio==2.11.0
 	$(PIP) install -q --no-build-isolation -e '.[test]'
+	$(PY) -m asr_dist._warm_ops  # DeepSpeed's CPU op, built once into .venv/torch_extensions
 	touch $(STAMP)
 
 clean-runs:

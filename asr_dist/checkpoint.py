@@ -179,7 +179,7 @@ class CheckpointManager:
     """
 
     def __init__(self, accelerator, run_dir: str | Path, cfg: CheckpointConfig, *, config: Any = None,
-                 model: Any = None, processor: Any = None):
+                 model: Any = None, processor: Any = None, precision: dict | None = None):
         self.accelerator = accelerator
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / CHECKPOINTS_DIR
@@ -191,6 +191,7 @@ class CheckpointManager:
             model = accelerator._models[0]
         self.model = None if model is None else accelerator.unwrap_model(model)
         self.processor = processor
+        self.precision = precision  # training/precision.py's choice, recorded in checkpoint.json
         self.last_save_error: BaseException | None = None
         self._last_save_time = time.monotonic()
         self._backend_saved = False  # set by the Accelerate pre-hook: DeepSpeed's part of save_state finished
@@ -206,7 +207,7 @@ class CheckpointManager:
         if not self.cfg.every_minutes:
             return False
         elapsed = time.monotonic() - self._last_save_time >= 60.0 * self.cfg.every_minutes
-        return bool(self._broadcast_flag(elapsed))
+        return bool(self._share_flag(elapsed))
 
     # ------------------------------------------------------------------ saving
 
@@ -285,8 +286,10 @@ class CheckpointManager:
             "world_size": acc.num_processes,
             "distributed_type": str(acc.distributed_type).split(".")[-1],
             "zero_stage": self._zero_stage(),
-            # the run's setting (Accelerate's own says "no" when DeepSpeed does the autocast)
-            "mixed_precision": (self.config or {}).get("train", {}).get("mixed_precision", acc.mixed_precision),
+            # what the run computed in, and why (Accelerate's own setting says "no": autocast is ours)
+            "mixed_precision": (self.precision or {}).get("mode") or
+            (self.config or {}).get("train", {}).get("mixed_precision"),
+            "precision": self.precision,
             "metrics": metrics or {},
             "extra_state": sorted(extra_state),
             "vocab": vocab,
@@ -455,12 +458,13 @@ class CheckpointManager:
 
     def _agree(self, error: BaseException | None, doing: str) -> BaseException | None:
         """All-reduce 'did anything fail' so that every rank takes the same branch."""
-        failed = self._broadcast_flag(error is not None, op="max")
+        failed = self._share_flag(error is not None, op="max")
         if failed and error is None:
             error = RuntimeError(f"another rank failed while {doing}")
         return error
 
-    def _broadcast_flag(self, value: bool, op: str = "main") -> int:
+    def _share_flag(self, value: bool, op: str = "main") -> int:
+        """Collective: rank 0's value (op="main", a broadcast) or the maximum over ranks (op="max", an all-reduce)."""
         acc = self.accelerator
         if acc.num_processes == 1 or not dist.is_initialized():
             return int(value)
@@ -472,12 +476,12 @@ class CheckpointManager:
         return int(t.item())
 
     def _is_deepspeed(self) -> bool:
-        return str(self.accelerator.distributed_type).endswith("DEEPSPEED")
+        return self._zero_stage() is not None
 
     def _zero_stage(self) -> int | None:
-        if not self._is_deepspeed():
-            return None
-        return int(self.accelerator.state.deepspeed_plugin.zero_stage)
+        from asr_dist.training.backend import zero_stage_of
+
+        return zero_stage_of(self.accelerator)
 
 
 

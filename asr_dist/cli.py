@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "transcribe": ("asr_dist.transcribe", "transcribe audio files with an exported model"),
     "evaluate": ("asr_dist.evaluate", "WER/CER of an exported model on a shard folder"),
     "report": ("asr_dist.report", "write runs/NAME/report.md with plots"),
-    "submit": ("launch.submit", "submit a training job to Slurm through submitit"),
+    "submit": ("asr_dist.launch.submit", "submit a training job to Slurm through submitit"),
 }
 
 

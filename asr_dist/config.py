@@ -50,7 +50,7 @@ class DataConfig:
     eval_shards: str = ""  # (brace pattern, `pipe:...`) listing the index's shards in order; then set *_index
     train_index: str = ""  # index.json path; empty = <train_shards>/index.json
     eval_index: str = ""
-    processor: str = ""  # Wav2Vec2Processor folder; empty = build from the training transcripts
+    processor: str = ""  # Wav2Vec2Processor folder; empty = <train_shards>/processor (`asr-dist prepare --processor`)
     sample_rate: int = 16000
     max_batch_seconds: float = 60.0  # padded audio seconds per micro-batch
     max_batch_samples: int = 32
@@ -239,9 +239,15 @@ class TrainConfig:
     max_steps: int = 1000  # optimizer updates
     max_epochs: int = 1000
     grad_accum: int = 1
-    mixed_precision: Literal["no", "bf16", "bf16_weights"] = "bf16"
+    # auto: bf16 autocast where the device runs bf16 natively, fp16 + loss scaling on GPUs without bf16, fp32
+    # otherwise (asr_dist/training/precision.py); no = fp32; bf16 = autocast, fp32 master weights;
+    # fp16 = autocast + dynamic loss scaling; bf16_weights = DeepSpeed's bf16 mode (bf16 weights)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16", "bf16_weights"] = "auto"
     log_every: int = 10
     resume: str = "auto"  # auto | none | PATH to a checkpoint folder
+    # a fresh start (resume none, or auto with no checkpoint) in a run folder that holds a run: refuse, or move
+    # the old run aside to <run_dir>.old-<time> (never truncate it)
+    if_run_exists: Literal["refuse", "move_aside"] = "refuse"
     # DeepSpeed JSON for launches without `accelerate launch --config_file` (Slurm, plain torchrun);
     # empty = whatever the accelerate launcher says (DDP when it says nothing)
     deepspeed_config: str = ""
@@ -255,7 +261,9 @@ class TrainConfig:
         _require(self.log_every >= 1, f"{at}.log_every", "an integer >= 1", self.log_every)
         _require(bool(self.run_dir), f"{at}.run_dir", "a folder path", self.run_dir)
         if self.deepspeed_config:
-            _require(Path(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
+            from asr_dist.repo_paths import repo_file  # relative: from the current folder, else the repository
+
+            _require(repo_file(self.deepspeed_config).is_file(), f"{at}.deepspeed_config",
                      "an existing DeepSpeed JSON file (see configs/deepspeed/)", self.deepspeed_config)
         for s in self.debug_nan_steps:
             _require(s >= 0, f"{at}.debug_nan_steps", "update numbers >= 0", s)

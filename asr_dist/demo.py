@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,17 +38,40 @@ BIN = Path(sys.executable).parent
 
 @dataclass
 class DemoPlan:
-    """Sizes and steps, chosen so the whole demo fits in about 15 minutes on 2 cores."""
+    """Sizes, and the minutes each training stage may take: the whole demo fits in about 15 minutes on 2 cores
+    of any of our processors. Update counts are bought with those minutes at the speed a short probe measures
+    (an AVX2-only CPU trains in fp32 at about a third of the speed of one with native bf16), capped by the
+    counts that were tuned on the fast machine."""
 
     out: Path = ROOT / "runs" / "demo"
     seed: int = 0
     source_hours: float = 1.5
     new_hours: float = 1.2
-    base_steps: int = 1600
-    finetune_steps: int = 400
-    kill_at_step: int = 200
+    base_minutes: float = 8.0
+    finetune_minutes: float = 1.8  # the new-domain stages (fine-tuning, and from scratch for comparison)
+    max_base_steps: int = 1600
+    max_finetune_steps: int = 400
+    probe_steps: int = 24
     accelerate_config: str = "configs/accelerate/deepspeed_zero2.yaml"
     train_config: str = "configs/train/demo.yaml"
+
+
+@dataclass
+class StageSteps:
+    """What the time budget bought, from the probe's measured seconds per update."""
+
+    seconds_per_update: float
+    precision: str
+    base: int
+    finetune: int
+
+    @property
+    def kill_at(self) -> int:
+        return max(self.finetune // 2, 1)
+
+
+# Evaluation, checkpoints and start-up take about this share of a stage beyond its updates (measured on the demo).
+STAGE_OVERHEAD = 1.1
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -85,6 +109,38 @@ def shard(plan: DemoPlan, source: Path, new: Path) -> Path:
     return shards
 
 
+def measure_speed(plan: DemoPlan, shards: Path, common: list[str]) -> StageSteps:
+    """A short run of the base stage's job (same launcher, model, data and precision): seconds per update,
+    then the update counts each stage's minutes buy. Reused when the demo is run again."""
+    probe = plan.out / "probe"
+    measured = probe / "speed.json"
+    if not measured.exists():
+        if probe.exists():
+            shutil.rmtree(probe)
+        sh(accelerate_train(plan, [*common, f"train.run_dir={probe / 'run'}", f"train.max_steps={plan.probe_steps}",
+                                   f"data.train_shards={shards / 'source-train'}", "data.eval_shards=",
+                                   "train.log_every=1", "checkpoint.every_steps=0", "eval.every_steps=0"]))
+        run = probe / "run"
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        times = sorted(r["step_seconds"] for r in rows if r.get("kind") == "train" and r["step"] > 4)
+        summary = json.loads((run / "summary.json").read_text())
+        measured.write_text(json.dumps({"seconds_per_update": times[len(times) // 2],
+                                        "precision": summary["precision"]["mode"],
+                                        "why": summary["precision"]["reason"]}))
+    speed = json.loads(measured.read_text())
+    per_update = speed["seconds_per_update"] * STAGE_OVERHEAD
+
+    def steps(minutes: float, cap: int) -> int:
+        return max(min(int(minutes * 60 / per_update) // 10 * 10, cap), min(20, cap))
+
+    bought = StageSteps(speed["seconds_per_update"], speed["precision"], steps(plan.base_minutes, plan.max_base_steps),
+                        steps(plan.finetune_minutes, plan.max_finetune_steps))
+    print(f"\n*** demo: {bought.seconds_per_update:.2f} s per update in {bought.precision} "
+          f"({speed['why']}); the time budget buys {bought.base} base updates ({plan.base_minutes:g} min) and "
+          f"{bought.finetune} fine-tuning updates ({plan.finetune_minutes:g} min) ***", flush=True)
+    return bought
+
+
 def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
     """Start a training job and SIGKILL its whole process group as soon as its checkpoint at `kill_after_step`
     is published; returns the step it will resume from."""
@@ -108,33 +164,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = DemoPlan()
     if args.quick:
-        plan = DemoPlan(out=ROOT / "runs" / "demo-quick", source_hours=0.1, new_hours=0.05, base_steps=20,
-                        finetune_steps=12, kill_at_step=6)
+        plan = DemoPlan(out=ROOT / "runs" / "demo-quick", source_hours=0.1, new_hours=0.05, max_base_steps=20,
+                        max_finetune_steps=12, probe_steps=8)
     started = time.time()
     source, new = synthesize(plan)
     shards = shard(plan, source, new)
     processor = shards / "source-train" / "processor"
-    common = [f"data.processor={processor}", f"checkpoint.every_steps={plan.kill_at_step}"]
+    steps = measure_speed(plan, shards, [f"data.processor={processor}"])
+    common = [f"data.processor={processor}", f"checkpoint.every_steps={steps.kill_at}"]
 
-    # stage (a): base model on the source domain
+    # stage (a): base model on the source domain (an interrupted demo continues it: train.resume=auto)
     base = plan.out / "base"
     if not (base / "export" / "config.json").exists():
-        sh(accelerate_train(plan, [*common, f"train.run_dir={base}", f"train.max_steps={plan.base_steps}",
+        sh(accelerate_train(plan, [*common, f"train.run_dir={base}", f"train.max_steps={steps.base}",
                                    f"data.train_shards={shards / 'source-train'}",
-                                   f"data.eval_shards={shards / 'source-dev'}", "train.resume=none"]))
+                                   f"data.eval_shards={shards / 'source-dev'}"]))
 
     # stage (b): fine-tune on the new domain, killed halfway and resumed
     finetune = plan.out / "finetune"
     new_domain = [f"data.train_shards={shards / 'new-train'}", f"data.eval_shards={shards / 'new-dev'}",
-                  f"train.max_steps={plan.finetune_steps}", "eval.subset_field=speaker"]
+                  f"train.max_steps={steps.finetune}", "eval.subset_field=speaker"]
     finetune_cmd = accelerate_train(plan, [*common, *new_domain, f"train.run_dir={finetune}",
                                            f"model.pretrained={base / 'export'}", "model.keep_pretrained_head=true",
                                            "schedule.name=exponential", "optimizer.lr=1e-3", "schedule.gamma=0.996",
                                            "freezing.feature_encoder=false", "freezing.encoder_updates=50"])
     resumed_from = None  # None: the fine-tuned model is left from an earlier demo run
     if not (finetune / "export" / "config.json").exists():
-        if (latest_step(finetune) or 0) < plan.kill_at_step:
-            resumed_from = run_with_kill([*finetune_cmd, "train.resume=none"], finetune, plan.kill_at_step)
+        if (latest_step(finetune) or 0) < steps.kill_at:
+            resumed_from = run_with_kill([*finetune_cmd, "train.resume=none", "train.if_run_exists=move_aside"],
+                                         finetune, steps.kill_at)
         else:
             resumed_from = latest_step(finetune)
         sh([*finetune_cmd, "train.resume=auto"])
@@ -142,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     # the same model from scratch on the new domain, same steps
     scratch = plan.out / "scratch"
     if not (scratch / "export" / "config.json").exists():
-        sh(accelerate_train(plan, [*common, *new_domain, f"train.run_dir={scratch}", "train.resume=none"]))
+        sh(accelerate_train(plan, [*common, *new_domain, f"train.run_dir={scratch}"]))
 
     # before fine-tuning: the base model on the new domain
     before = plan.out / "base-on-new.json"
@@ -156,13 +214,24 @@ def main(argv: list[str] | None = None) -> int:
 
     for run in (base, finetune, scratch):
         write_report(run)
-    print_summary(plan, before, base, finetune, scratch, resumed_from, time.time() - started)
+    print_summary(plan, steps, before, base, finetune, scratch, resumed_from, time.time() - started)
     return 0
 
 
 def _final_eval(run_dir: Path) -> dict:
     path = run_dir / "eval.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _processor() -> str:
+    from asr_dist.training.precision import device_description
+
+    return device_description()
 
 
 def _throughput(run_dir: Path) -> tuple[float, float]:
@@ -173,8 +242,8 @@ def _throughput(run_dir: Path) -> tuple[float, float]:
     return (speeds[len(speeds) // 2] if speeds else float("nan"), sum(pads) / len(pads) if pads else float("nan"))
 
 
-def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path, resumed_from: int | None,
-                  wall: float) -> None:
+def print_summary(plan, steps: StageSteps, before: Path, base: Path, finetune: Path, scratch: Path,
+                  resumed_from: int | None, wall: float) -> None:
     before_eval = json.loads(before.read_text())
     finetune_eval, scratch_eval = _final_eval(finetune), _final_eval(scratch)
     rows = [("base model, source dev", _final_eval(base)),
@@ -191,10 +260,14 @@ def print_summary(plan, before: Path, base: Path, finetune: Path, scratch: Path,
         cells = [ev.get("subsets", {}).get(voice, {}) for ev in (before_eval, finetune_eval, scratch_eval)]
         print(f"{voice:<20}" + "".join(f"{c.get('wer', float('nan')):>9.3f} /{c.get('cer', float('nan')):>5.3f}"
                                        for c in cells))
-    print("\ntraining:")
+    print(f"\ntraining ({steps.precision} on {_processor()}; probe: {steps.seconds_per_update:.2f} s per update; "
+          f"budget {plan.base_minutes:g} + 2 x {plan.finetune_minutes:g} min):")
     for name, run in (("base", base), ("fine-tune", finetune), ("scratch", scratch)):
         speed, pad = _throughput(run)
-        print(f"  {name:<10} {speed:8.1f} audio s/s   padding {pad:6.1%}")
+        summary = _summary(run)
+        print(f"  {name:<10} {summary.get('steps', 0):5d} updates  {summary.get('audio_seconds_seen', 0) / 3600:5.2f} h "
+              f"of audio  {speed:8.1f} audio s/s   padding {pad:6.1%}   precision "
+              f"{summary.get('precision', {}).get('mode', '?')}")
     if resumed_from is None:
         print("  fine-tune: reused from an earlier demo run (delete runs/demo to run everything again)")
     else:

@@ -34,6 +34,7 @@ from accelerate.utils import gather_object
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
 from asr_dist.data.frontend import featurize, seconds_per_step
 from asr_dist.families import output_lengths as output_lengths_of
+from asr_dist.model import padding_changes_outputs, takes_attention_mask
 
 
 @dataclass
@@ -133,11 +134,12 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
     started = time.perf_counter()
     net = accelerator.unwrap_model(model)
     zero3 = _is_zero3(accelerator)
-    use_mask = bool(getattr(processor.feature_extractor, "return_attention_mask", True))
+    use_mask = takes_attention_mask(processor)
     blank_id = processor.tokenizer.pad_token_id
     dtype = next(net.parameters()).dtype  # DeepSpeed bf16 keeps bf16 weights: inputs must match
-    autocast = (torch.autocast(accelerator.device.type, dtype=torch.bfloat16)
-                if mixed_precision == "bf16" else contextlib.nullcontext())
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
+    autocast = (torch.autocast(accelerator.device.type, dtype=half) if half is not None and dtype == torch.float32
+                else contextlib.nullcontext())
     records: list[dict] = []
     was_training = net.training
     net.eval()
@@ -197,8 +199,9 @@ def _silence_input(processor, dtype, device) -> torch.Tensor:
 
 
 def _is_zero3(accelerator) -> bool:
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    return plugin is not None and int(getattr(plugin, "zero_stage", 0) or 0) == 3
+    from asr_dist.training.backend import zero_stage_of
+
+    return zero_stage_of(accelerator) == 3
 
 
 def score(records: list[dict], num_examples: int = 5, wall_seconds: float = 0.0) -> EvalResult:
@@ -245,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="padded audio seconds per batch")
     parser.add_argument("--max-batch-samples", type=int, default=DataConfig.max_batch_samples)
     parser.add_argument("--num-workers", type=int, default=DataConfig.num_workers, help="shard reading processes")
-    parser.add_argument("--mixed-precision", choices=["no", "bf16"], default="no")
+    parser.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
     args = parser.parse_args(argv)
 
     model_dir, shard_dir = Path(args.model_dir), Path(args.shard_dir)
@@ -273,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         data_cfg.check("data")
         eval_cfg.check("eval")
         loader = build_eval_loader(data_cfg, processor, rank=accelerator.process_index,
-                                   world_size=accelerator.num_processes)
+                                   world_size=accelerator.num_processes,
+                                   unpadded=padding_changes_outputs(model, processor))
         result = evaluate(model, loader, processor, accelerator, eval_cfg, args.mixed_precision)
     except (ConfigError, ShardIndexError, ShardReadError) as e:  # bad options or data: say which, no traceback
         print(f"error: {e}", file=sys.stderr)

@@ -165,3 +165,17 @@ def count_parameters(model: torch.nn.Module) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"total": total, "trainable": trainable, "frozen": total - trainable}
+
+
+def takes_attention_mask(processor) -> bool:
+    """Whether the model gets an attention mask: its feature extractor says so (wav2vec2-base style models,
+    feat_extract_norm="group", must not get one: their group norm was trained over padded batches)."""
+    return bool(getattr(processor.feature_extractor, "return_attention_mask", True))
+
+
+def padding_changes_outputs(model, processor) -> bool:
+    """Whether zero padding changes what the model computes for an utterance: a group-norm feature encoder
+    (wav2vec2-base style) normalizes over the whole padded length, and a model without an attention mask attends
+    to the padding. Such models are evaluated one utterance per batch, so that scores never depend on batching."""
+    config = getattr(model, "config", None)
+    return getattr(config, "feat_extract_norm", "layer") == "group" or not takes_attention_mask(processor)

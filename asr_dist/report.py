@@ -47,6 +47,7 @@ class RunMetrics:
     train_seconds: float | None = None  # the processes' own running time ("elapsed" at their last line), summed
     last_record: dict[str, Any] = field(default_factory=dict)
     last_examples: list[dict] = field(default_factory=list)  # reference/hypothesis pairs of the last eval line
+    skipped_samples: list[list[str]] = field(default_factory=list)  # [shard, key, reason] the loader skipped
 
     def has(self, key: str) -> bool:
         return bool(self.series.get(key, ([], []))[0])
@@ -78,6 +79,7 @@ def read_metrics(path: Path) -> RunMetrics:
     last_step = last_elapsed = None
     last_record: dict[str, Any] = {}
     last_examples: list[dict] = []
+    skipped_samples: list[list[str]] = []
     if not path.is_file():
         return RunMetrics()
     for line in path.read_text().splitlines():
@@ -102,6 +104,8 @@ def read_metrics(path: Path) -> RunMetrics:
         last_record = record
         if isinstance(record.get("examples"), list):
             last_examples = [e for e in record["examples"] if isinstance(e, dict)]
+        if isinstance(record.get("data/skipped"), list):
+            skipped_samples += [s for s in record["data/skipped"] if isinstance(s, list)]
         for key, value in record.items():
             if key in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
@@ -110,7 +114,7 @@ def read_metrics(path: Path) -> RunMetrics:
     series = {k: (sorted(v), [v[s] for s in sorted(v)]) for k, v in by_key.items()}
     wall = max(times) - min(times) + first_elapsed if len(times) > 1 else None
     trained = train_seconds + last_elapsed if last_elapsed is not None else None
-    return RunMetrics(series, resumed_at, wall, trained, last_record, last_examples)
+    return RunMetrics(series, resumed_at, wall, trained, last_record, last_examples, skipped_samples)
 
 
 def read_eval(run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
@@ -379,6 +383,11 @@ def _summary_rows(metrics: RunMetrics, eval_result: dict[str, Any], summary: dic
         rows.insert(3, ("wall time (downtime between restarts included)", _duration(metrics.wall_seconds)))
     if summary.get("stopped"):
         rows.insert(0, ("state", f"stopped early to be resumed (exit code {summary.get('exit_code')})"))
+    precision = summary.get("precision")
+    if isinstance(precision, dict):
+        rows.insert(0, ("precision", f"{precision.get('mode')} (asked: {precision.get('requested')}; "
+                                     f"{precision.get('reason')}; {precision.get('device')})"))
+    rows.append(("samples skipped (unreadable or corrupt)", _fmt(len(metrics.skipped_samples))))
     for key, label in (("training_memory_mb", "memory per rank after training (MB)"),
                        ("peak_memory_mb", "peak memory per rank (MB)")):
         if isinstance(summary.get(key), list) and summary[key]:
@@ -443,6 +452,11 @@ def write_report(run_dir: str | Path) -> Path:
     lines += [f"| {name} | {value} |" for name, value in _summary_rows(metrics, eval_result, read_summary(run_dir))]
     lines.append("")
     lines += _eval_section(eval_result)
+    if metrics.skipped_samples:
+        lines += ["## Skipped samples", "", "| shard | key | reason |", "|---|---|---|"]
+        lines += [f"| {shard} | {key} | {reason} |" for shard, key, reason in metrics.skipped_samples[:100]]
+        lines += [f"({len(metrics.skipped_samples) - 100} more in metrics.jsonl)"] if len(metrics.skipped_samples) > 100 else []
+        lines.append("")
     lines += ["## Plots", ""]
     drawn = [(title, path) for title, path in plots if path is not None]
     for title, path in drawn:

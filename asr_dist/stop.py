@@ -23,13 +23,13 @@ import torch.distributed as dist
 # 1 (error), 124/137 (timeout/killed) and from the 128+N codes of a process that died of a signal.
 REQUEUE_EXIT_CODE = 75
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)  # SIGINT: Ctrl-C (a second one interrupts at once)
 
 _RANK_BITS = 16  # the all-reduced value packs (signal number << 16) | (rank + 1)
 
 
 class GracefulStop:
-    """Turns SIGTERM/SIGUSR2 into a stop agreed by all ranks; `reason` says which signal reached which rank."""
+    """Turns SIGTERM/SIGINT/SIGUSR2 into a stop agreed by all ranks; `reason` says which signal reached which rank."""
 
     def __init__(self, signals: tuple[signal.Signals, ...] = STOP_SIGNALS):
         self.signals = signals
@@ -53,6 +53,8 @@ class GracefulStop:
         self._previous.clear()
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self._signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: the user does not want to wait for the checkpoint
         self._signum = signum  # nothing else: no I/O, no locks, no collectives in a handler
 
     @property

@@ -83,7 +83,9 @@ def normalize_text(text: str, rules: TextRules | None = None, **overrides) -> st
             bad.append(c)
             out.append(" ")
     if bad and rules.unspeakable == "reject":
-        raise UnnormalizableText(f"cannot spell {''.join(dict.fromkeys(bad))!r} in A-Z")
+        chars = ", ".join(repr(c) for c in dict.fromkeys(bad))  # each character once, as they appear
+        raise UnnormalizableText(f"cannot spell {chars} in A-Z: write them out in words, or drop them with "
+                                 "`asr-dist prepare --unspeakable drop`")
     normalized = "".join(out)
     if rules.keep_apostrophes:  # keep only apostrophes between two letters
         normalized = _INNER_APOSTROPHE.sub("\0", normalized).replace("'", "").replace("\0", "'")

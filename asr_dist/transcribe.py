@@ -23,22 +23,18 @@ class AudioReadError(ValueError):
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Float32 mono samples of `path` at `sample_rate`."""
     import soundfile as sf
-    import torch
-    import torchaudio.functional as AF
+
+    from asr_dist.audio import read_audio
 
     path = Path(path)
     if not path.is_file():
         raise AudioReadError(f"{path}: no such file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return read_audio(path, sample_rate)
+    except ValueError:
+        raise AudioReadError(f"{path}: holds no samples") from None
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioReadError(f"{path}: not readable as audio ({e})") from None
-    if data.shape[0] == 0:
-        raise AudioReadError(f"{path}: holds no samples")
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = AF.resample(torch.from_numpy(mono), rate, sample_rate).numpy()
-    return np.ascontiguousarray(mono, dtype=np.float32)
 
 
 def build_transcriber(model_dir: str | Path, device: str = "cpu", chunk_seconds: float = 0.0):

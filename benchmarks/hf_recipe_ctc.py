@@ -30,7 +30,7 @@ from asr_dist.data.index import load_index, local_path
 from asr_dist.data.loader import decode_flac, read_members
 from asr_dist.model import build_model
 from asr_dist.text import load_processor
-from asr_dist.train import processor_path
+from asr_dist.training.components import processor_path
 
 
 class SpeechDataset(torch.utils.data.Dataset):

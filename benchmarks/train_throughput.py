@@ -159,21 +159,25 @@ def _run(quick: bool, shards: str, work: Path) -> dict:
     results: dict = {"data": {"hours": total_s / 3600, "utterances_mean_s": mean_s, "epochs": epochs,
                               "hf_batch_samples": hf_batch, "asr_dist_batch_seconds": batch_seconds,
                               "processes": 2, "load_average_start": os.getloadavg()[0]}}
-    for precision in ("bf16", "no"):
+    from asr_dist.training.precision import choose_precision, device_description
+
+    chosen = choose_precision("auto")  # what a user gets on this machine; fp32 beside it for reference
+    results["processor"], results["auto_precision"] = device_description(), chosen.to_dict()
+    precisions = [chosen.mode] + (["no"] if chosen.mode != "no" else [])
+    results["precisions"] = precisions
+    for precision in precisions:
         ours = asr_dist_throughput(data, work, epochs, batch_seconds, precision)
         theirs = hf_recipe_throughput(data, work, epochs, hf_batch, precision)
         results[f"throughput_{precision}"] = {
             "asr_dist": ours, "hf_recipe": theirs,
             "ratio": ours["audio_sec_per_sec"] / theirs["audio_sec_per_sec"]}
-    results["ratio_bf16"] = results["throughput_bf16"]["ratio"]
-    results["ratio_fp32"] = results["throughput_no"]["ratio"]
-    results["ratio_ours_bf16_vs_recipe_default_fp32"] = (results["throughput_bf16"]["asr_dist"]["audio_sec_per_sec"]
-                                                        / results["throughput_no"]["hf_recipe"]["audio_sec_per_sec"])
+    for precision in precisions:
+        results[f"ratio_{'fp32' if precision == 'no' else precision}"] = results[f"throughput_{precision}"]["ratio"]
+    ours_default = results[f"throughput_{chosen.mode}"]["asr_dist"]["audio_sec_per_sec"]
     # the recipe as its README runs it on one device: one process, fp32, the same global batch
     single = hf_recipe_throughput(data, work, epochs, 2 * hf_batch, "no", processes=1)
     results["hf_recipe_1proc_fp32"] = single
-    results["ratio_ours_default_vs_recipe_as_published"] = (
-        results["throughput_bf16"]["asr_dist"]["audio_sec_per_sec"] / single["audio_sec_per_sec"])
+    results["ratio_ours_default_vs_recipe_as_published"] = ours_default / single["audio_sec_per_sec"]
     steps = 4 if quick else 6
     results["memory_mb_per_rank"] = {backend: memory_per_rank(data, work, backend, steps)
                                          for backend in ("ddp", "zero2", "zero3")}
@@ -184,9 +188,11 @@ def _run(quick: bool, shards: str, work: Path) -> dict:
 
 
 def print_table(r: dict) -> None:
-    print(f"\ndata: {r['data']['hours'] * 60:.1f} min of speech, {r['data']['epochs']} epochs, 2 processes (DDP)")
+    print(f"\nprocessor: {r['processor']}; precision auto -> {r['auto_precision']['mode']} "
+          f"({r['auto_precision']['reason']})")
+    print(f"data: {r['data']['hours'] * 60:.1f} min of speech, {r['data']['epochs']} epochs, 2 processes (DDP)")
     print(f"{'':<12}{'precision':<10}{'audio-s/s':>10}{'padding':>9}{'steps':>7}")
-    for precision in ("bf16", "no"):
+    for precision in r["precisions"]:
         t = r[f"throughput_{precision}"]
         for name in ("asr_dist", "hf_recipe"):
             x = t[name]
@@ -194,7 +200,7 @@ def print_table(r: dict) -> None:
         print(f"{'ratio':<12}{precision:<10}{t['ratio']:>10.2f}")
     x = r["hf_recipe_1proc_fp32"]
     print(f"{'hf, 1 proc':<12}{'no':<10}{x['audio_sec_per_sec']:>10.1f}{x['padding_fraction']:>9.3f}{x['steps']:>7}")
-    print(f"asr_dist (2 processes, bf16) / HF recipe as published (1 process, fp32): "
+    print(f"asr_dist (2 processes, precision auto) / HF recipe as published (1 process, fp32): "
           f"{r['ratio_ours_default_vs_recipe_as_published']:.2f}")
     print(f"\nmemory per rank (MB), {r['memory_model']}:")
     for backend, m in r["memory_mb_per_rank"].items():

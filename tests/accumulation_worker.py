@@ -25,7 +25,10 @@ from asr_dist.lr_schedule import build_lr_scheduler
 from asr_dist.model import EncoderFreeze, build_model, freeze_parameters
 from asr_dist.optim import build_optimizer
 from asr_dist.text import load_processor
-from asr_dist.train import Trainer, build_accelerator, read_deepspeed_config
+from asr_dist.training.backend import Backend, read_deepspeed_config
+from asr_dist.training.budget import RunProgress, TrainingBudget
+from asr_dist.training.precision import choose_precision
+from asr_dist.training.step import Trainer
 
 GLOBAL_BATCH = 8
 SECONDS = 1.2
@@ -68,18 +71,18 @@ def main(out: str, processor_dir: str, grad_accum: str, *overrides: str) -> None
     cfg = load_config("configs/train/tiny.yaml", [f"data.processor={processor_dir}", f"train.grad_accum={grad_accum}",
                                                   "train.mixed_precision=no", "schedule.warmup_steps=0",
                                                   *overrides])
-    ds_config = read_deepspeed_config(cfg)
+    backend = Backend(read_deepspeed_config(cfg), choose_precision(cfg.train.mixed_precision))
     processor = load_processor(processor_dir)
     set_seed(cfg.train.seed)
     model = build_model(cfg.model, processor)
     freeze_parameters(model, cfg.freezing)
     encoder_freeze = EncoderFreeze(model, cfg.freezing.encoder_updates)
     optimizer = build_optimizer(model, cfg.optimizer)
-    accelerator = build_accelerator(cfg, ds_config)
+    accelerator = backend.build_accelerator(cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    trainer = Trainer(cfg, accelerator, model, optimizer, encoder_freeze, use_attention_mask=True,
-                      blank_id=processor.tokenizer.pad_token_id)
-    trainer.scheduler = build_lr_scheduler(optimizer, cfg.schedule, total_steps=100)
+    scheduler = build_lr_scheduler(optimizer, cfg.schedule, total_steps=100)
+    trainer = Trainer(cfg, backend, accelerator, model, optimizer, scheduler, encoder_freeze, use_attention_mask=True,
+                      blank_id=processor.tokenizer.pad_token_id, progress=RunProgress(TrainingBudget(100, 100)))
     initial = full_state(accelerator, model)
 
     world, rank, accum = accelerator.num_processes, accelerator.process_index, cfg.train.grad_accum

@@ -39,7 +39,7 @@ def test_int_is_accepted_where_a_float_is_expected(tmp_path):
         ("schedule.name=step", "choose one of: constant, linear, cosine, exponential, tri_stage"),
         ("freezing.lower_layers=9", "freezing.lower_layers = 9"),
         ("data.max_duration=100", "data.max_duration"),
-        ("train.mixed_precision=fp16", "train.mixed_precision"),
+        ("train.mixed_precision=fp8", "train.mixed_precision"),
         ("model.num_attention_heads=3", "model.num_attention_heads"),
         ("optimizer", "section.key=value"),
     ],

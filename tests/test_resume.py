@@ -3,6 +3,7 @@ kill -9 at random moments and in the middle of saves, and ZeRO checkpoints movin
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -217,3 +218,70 @@ def test_trainer_zero2_checkpoint_of_2_ranks_continues_on_1_rank_at_the_same_dat
     assert after["loader"] == loader.state_dict()
     assert after["trainer"]["step"] == 4
     assert after["trainer"]["samples_seen"] == before["trainer"]["samples_seen"] + samples
+
+
+@pytest.mark.slow
+def test_trainer_killed_10_times_with_dropout_specaugment_and_augmentation_ends_bit_identical(tiny_shards, tmp_path):
+    """The real trainer on 2 DDP ranks with every random stream on (dropout, SpecAugment, noise/gain/speed
+    augmentation, DataLoader workers): kill -9 at 10 random moments, mid-save included; the final weights equal an
+    uninterrupted run's bit for bit (every random stream is restored, none shifted by a resume)."""
+    from safetensors.torch import load_file
+
+    seed = int(os.environ.get("KILL_SEED", time.time_ns() % 10_000))
+    rng = random.Random(seed)
+    randomness = ["model.hidden_dropout=0.1", "model.mask_time_prob=0.05", "model.mask_time_length=2",
+                  "data.augment.enabled=true", "data.augment.noise_prob=0.5", "data.augment.gain_db=[-3,3]",
+                  "data.augment.speed_factors=[0.9,1.0,1.1]", "data.max_duration=7", "data.num_workers=2", "train.max_steps=30",
+                  "data.eval_shards="]
+    log_dir = tmp_path / "logs"
+    reference = tmp_path / "reference"
+    assert run_ranks(trainer_args(tiny_shards, reference, *randomness, "checkpoint.every_steps=0"), 2, log_dir,
+                     "ref") == [0, 0], logs(log_dir, "ref")
+    run_dir, kills = tmp_path / "run", []
+    args = trainer_args(tiny_shards, run_dir, *randomness, "checkpoint.every_steps=1", "checkpoint.keep_last=2")
+    for attempt in range(10):
+        tag = f"kill{attempt}"
+        procs = start_ranks(args, 2, log_dir, tag)
+        how = kill_at(procs, run_dir, log_dir / f"{tag}-rank0.log", mid_save=attempt % 3 == 0, rng=rng,
+                      marker="updates (")
+        kills.append(how)
+        if how.startswith("too late"):
+            break
+    print(f"kills (seed {seed}): {kills}")
+    assert sum(not k.startswith("too late") for k in kills) >= 8 and any(k.startswith("mid-save") for k in kills), kills
+    assert run_ranks(args, 2, log_dir, "last") == [0, 0], logs(log_dir, "last")
+    final, expected = load_file(run_dir / "export" / "model.safetensors"), load_file(reference / "export" / "model.safetensors")
+    different = [k for k in final if not torch.equal(final[k], expected[k])]
+    assert final.keys() == expected.keys() and not different, f"after kills {kills} (seed {seed}): {different}"
+
+
+@pytest.mark.slow
+def test_learning_rate_is_a_pure_function_of_the_update_across_a_2_to_1_rank_resume(tiny_shards, tmp_path):
+    """max_epochs binding, exponential decay per epoch: the budget (total updates, updates per epoch) is fixed when
+    the run starts and saved, so a run stopped on 2 ranks and resumed on 1 (where an epoch has twice the updates)
+    uses the uninterrupted run's learning rate at every update, and stops at the same total."""
+    log_dir = tmp_path / "logs"
+    schedule = ["train.max_steps=100000", "train.max_epochs=2", "schedule.name=exponential",
+                "schedule.decay_per=epoch", "schedule.gamma=0.5", "schedule.warmup_steps=0", "train.log_every=1",
+                "data.eval_shards="]
+
+    def lrs(run_dir: Path) -> dict[int, float]:
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        return {r["step"]: r["lr/head"] for r in rows if r["kind"] == "train"}
+
+    reference = tmp_path / "reference"
+    assert run_ranks(trainer_args(tiny_shards, reference, *schedule, "checkpoint.every_steps=0"), 2, log_dir,
+                     "ref") == [0, 0], logs(log_dir, "ref")
+    expected = lrs(reference)
+    total = max(expected)
+    assert len(set(expected.values())) >= 2, expected  # the decay happened within the run
+
+    run_dir = tmp_path / "run"
+    stop = max(total // 2 - 1, 1)  # inside the first epoch
+    assert run_ranks(trainer_args(tiny_shards, run_dir, *schedule, f"checkpoint.every_steps={stop}",
+                                  f"train.max_steps={stop}"), 2, log_dir, "two") == [0, 0], logs(log_dir, "two")
+    assert run_ranks(trainer_args(tiny_shards, run_dir, *schedule, f"checkpoint.every_steps={stop}"), 1, log_dir,
+                     "one") == [0], logs(log_dir, "one")
+    got = lrs(run_dir)
+    assert max(got) == total
+    assert got == pytest.approx(expected, rel=1e-12)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from launch.slurm_job import read_events
+from asr_dist.launch.slurm_job import read_events
 
 pytestmark = pytest.mark.slurm
 
@@ -175,7 +175,9 @@ def jobs(slurm_cluster, tiny_shards, tmp_path_factory):
     # a requeued run must still continue from this job's own save.
     runs["usr2"] = Run("usr2", root, submit_cmd(root / "usr2", *data_overrides(tiny_shards), *common, "slurm.nodes=2",
                                                 "slurm.tasks_per_node=1", "train.resume=none"))
-    runs["cancel"] = Run("cancel", root, submit_cmd(root / "cancel", *data_overrides(tiny_shards), *common))
+    # With DataLoader workers: Slurm's SIGTERM reaches them too; they must not die of it (the trainer saves).
+    runs["cancel"] = Run("cancel", root, submit_cmd(root / "cancel", *data_overrides(tiny_shards), *common,
+                                                    "data.num_workers=4"))
     runs["sbatch_template"] = SbatchRun("sbatch_template", root, *data_overrides(tiny_shards), *common)
     # DeepSpeed ZeRO-2 here: each rank saves its own optimizer shard at every stop.
     zero2 = ROOT / "configs/deepspeed/zero2.json"
@@ -392,7 +394,9 @@ def test_job_that_keeps_stopping_ends_after_max_requeues_with_a_clear_message(jo
 
 
 @pytest.mark.slow
-def test_scancel_saves_and_ends_the_job_without_requeueing_it(jobs):
+def test_scancel_saves_and_ends_the_job_without_requeueing_it(jobs, tiny_shards):
+    """A plain scancel of a run with 4 DataLoader workers per rank: saved at the agreed step, not requeued; the
+    same command resumes it, and the finished run equals the uninterrupted one (samples, losses, weights)."""
     from asr_dist.checkpoint import find_checkpoint, read_meta
 
     run = jobs["cancel"]
@@ -405,6 +409,14 @@ def test_scancel_saves_and_ends_the_job_without_requeueing_it(jobs):
     states = subprocess.run(["sacct", "-n", "-X", "-D", "-j", run.job_id, "-o", "State", "--parsable2"],
                             capture_output=True, text=True).stdout.splitlines()
     assert [s.split()[0] for s in states] == ["CANCELLED"], states  # "CANCELLED by 0": one run, not requeued
+    assert "killed by signal" not in run.output and "DataLoader worker" not in run.output, run.output[-2000:]
+
+    resumed = subprocess.run([*submit_cmd(run.run_dir, *data_overrides(tiny_shards), f"train.max_steps={MAX_STEPS}",
+                                          "train.max_epochs=1000", "checkpoint.every_steps=1000",
+                                          "data.num_workers=4"), "--wait"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert_same_training(run, jobs["baseline"])
 
 
 @pytest.mark.slow

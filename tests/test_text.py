@@ -40,6 +40,14 @@ def test_unspeakable_characters_are_rejected_not_guessed(raw):
         normalize_text(raw)
 
 
+def test_the_rejection_names_each_character_and_the_way_out():
+    with pytest.raises(UnnormalizableText) as error:
+        normalize_text("320 km at 3 %")
+    message = str(error.value)
+    assert message.startswith("cannot spell '3', '2', '0', '%' in A-Z")  # not '320', which glues them
+    assert "--unspeakable drop" in message
+
+
 def test_rules_are_configurable():
     assert normalize_text("I have 3 cats", unspeakable="drop") == "I HAVE CATS"
     assert normalize_text("well-known", dashes_to_spaces=False) == "WELLKNOWN"

@@ -164,6 +164,7 @@ def test_bf16_trains(backend, extra, weights, tiny_shards, tmp_path):
     (["train.grad_acum=2"], "train.grad_acum"),
     (["freezing.lower_layers=5"], "freezing.lower_layers"),
     (["data.train_shards="], "data.train_shards"),
+    ([], "data.train_shards = /nonexistent: no such folder; write it with `asr-dist prepare"),  # pre-flight
 ])
 def test_bad_config_fails_before_any_work(overrides, message, tmp_path, capsys):
     _assert_refused(overrides, message, tmp_path, capsys)
@@ -192,3 +193,17 @@ def _assert_refused(overrides, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "bad configuration" in err, err
     assert not run_dir.exists() and not dist.is_initialized()
+
+
+def test_preflight_names_every_missing_input_and_warns_about_senseless_settings(tiny_shards, tmp_path):
+    from asr_dist.config import ConfigError, load_config
+    from asr_dist.training.preflight import check_paths, warnings_for
+
+    cfg = load_config(TINY, [f"data.train_shards={tiny_shards.train}", f"data.eval_shards={tmp_path / 'dev'}",
+                             f"data.processor={tmp_path / 'proc'}", "freezing.encoder_updates=50",
+                             "train.max_steps=50"])
+    with pytest.raises(ConfigError) as e:
+        check_paths(cfg)
+    assert f"data.eval_shards = {tmp_path / 'dev'}: no such folder" in str(e.value)
+    assert f"data.processor: no processor at {tmp_path / 'proc'}" in str(e.value)
+    assert any("the encoder never trains" in w for w in warnings_for(cfg))

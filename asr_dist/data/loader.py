@@ -14,7 +14,6 @@ grow with the position in the epoch.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -26,13 +25,12 @@ from collections import defaultdict
 from typing import Iterator
 
 import numpy as np
-import soundfile
 import torch
-import torchaudio.functional as AF
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import Pipe, gopen
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
+from asr_dist.audio import read_audio
 from asr_dist.data.alignable import drop_unalignable
 from asr_dist.data.augment import Augmenter
 from asr_dist.data.batch import Batch, DecodedSample, collate
@@ -102,13 +100,7 @@ def _open_pipe(url: str) -> Pipe:
 
 def decode_flac(data: bytes, sample_rate: int) -> np.ndarray:
     """FLAC bytes -> float32 mono at `sample_rate` (down-mixes and resamples foreign audio)."""
-    wave, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    wave = wave.mean(axis=1) if wave.shape[1] > 1 else wave[:, 0]
-    if sr != sample_rate:
-        wave = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), sr, sample_rate).numpy()
-    if wave.size == 0:
-        raise ValueError("no audio frames")
-    return np.ascontiguousarray(wave, dtype=np.float32)
+    return read_audio(data, sample_rate)
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -192,30 +184,59 @@ def silence_batch(processor, sample_rate: int) -> Batch:
     return batch
 
 
+# Signals a scheduler or a user sends to stop a job (stop.py turns them into a checkpoint and a clean exit).
+# DataLoader workers must not die of them: Slurm and preemption signal every process of the job, and a worker
+# killed by SIGTERM makes the trainer raise instead of saving. Workers ignore them; the trainer shuts them down.
+WORKER_IGNORED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+
+
 def _worker_init(_: int) -> None:
+    for sig in WORKER_IGNORED_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    # Blocked by _start_workers across the fork; once ignored, a signal that arrived meanwhile is discarded.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_IGNORED_SIGNALS)
     torch.set_num_threads(1)  # decoding is per-sample work: one thread per worker avoids oversubscription
+
+
+def _start_workers(loader: DataLoader):
+    """iter(loader) with the stop signals blocked while the workers are forked, so that no worker can die of
+    one before _worker_init ignores it; the trainer's process gets any signal that came meanwhile afterwards."""
+    if not loader.num_workers:
+        return iter(loader)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORED_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _stream_batches(dataset: _PlannedBatchStream, num_workers: int, stats: PipelineStats) -> Iterator[Batch]:
     workers = min(num_workers, len(dataset.batches))
+    # Our own generator: a DataLoader draws its base seed from the global torch generator otherwise, and a
+    # resumed run (which builds a DataLoader mid-epoch) would then shift every later dropout mask.
+    # The workers draw no random numbers of their own (augmentation is seeded per sample), so a fixed seed.
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                        collate_fn=None)
-    it = iter(loader)
+                        collate_fn=None, generator=torch.Generator().manual_seed(0),
+                        pin_memory=torch.cuda.is_available())  # page-locked batches: non-blocking copies to the GPU
+    it = _start_workers(loader)
     expected = 0
-    while True:
-        t0 = time.perf_counter()
-        try:
-            j, batch, skipped = next(it)
-        except StopIteration:
-            break
-        wait = time.perf_counter() - t0
-        if j != expected:
-            raise RuntimeError(f"batch {j} arrived where batch {expected} was planned (worker order broken)")
-        expected += 1
-        for shard, key, reason in skipped:
-            log.warning("skipped sample %s of shard %s: %s", key, shard, reason)
-        stats.add(batch, wait, len(skipped))
-        yield batch
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                j, batch, skipped = next(it)
+            except StopIteration:
+                break
+            wait = time.perf_counter() - t0
+            if j != expected:
+                raise RuntimeError(f"batch {j} arrived where batch {expected} was planned (worker order broken)")
+            expected += 1
+            for shard, key, reason in skipped:
+                log.warning("skipped sample %s of shard %s: %s", key, shard, reason)
+            stats.add(batch, wait, skipped)
+            yield batch
+    finally:
+        del it  # the last reference: its workers are shut down now, also when the trainer closes us early
     if expected != len(dataset.batches):
         raise RuntimeError(f"the loader produced {expected} of {len(dataset.batches)} planned batches")
 
@@ -258,6 +279,7 @@ class TrainLoader:
         self.position = EpochPosition(0, 0, world_size, grad_accum)
         self.stats = PipelineStats()
         self._plan_cache: tuple[int, list[PlannedBatch]] | None = None
+        self._forever: Iterator[Batch] | None = None
 
     # -- the plan
     def epoch_plan(self, epoch: int, world_size: int, grad_accum: int) -> list[PlannedBatch]:
@@ -295,6 +317,26 @@ class TrainLoader:
             self.position.batches_consumed += self.position.layout[0]
             yield batch
         self._next_epoch()
+
+    def forever(self) -> Iterator[Batch]:
+        """The trainer's stream: batches epoch after epoch. close() ends it and shuts down its workers."""
+        def batches():
+            while True:
+                yield from self
+
+        self._forever = batches()
+        return self._forever
+
+    def close(self) -> None:
+        if self._forever is not None:
+            self._forever.close()
+            self._forever = None
+
+    @property
+    def progress(self) -> float:
+        """Epochs done, with the current one's consumed share (1.5 = half-way through the second epoch)."""
+        total = len(self._global_batches())
+        return self.position.epoch + (self.position.batches_consumed / total if total else 0.0)
 
     def _next_epoch(self) -> None:
         self.position = EpochPosition(self.position.epoch + 1, 0, self.world_size, self.grad_accum)
@@ -382,14 +424,20 @@ def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size:
                        pad_multiple=_pad_multiple(data_cfg))
 
 
-def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int) -> EvalLoader:
+def build_eval_loader(data_cfg, processor, *, rank: int, world_size: int, unpadded: bool = False) -> EvalLoader:
+    """`unpadded`: one utterance per batch, no padding (for models whose outputs padding changes:
+    model.padding_changes_outputs), so that scores do not depend on which utterances shared a batch."""
     _check_processor(processor, data_cfg.sample_rate)
     index = _open_index(data_cfg.eval_shards, data_cfg.eval_index, data_cfg.tolerate_missing_shards, "eval shards")
     rules = BatchRules.from_config(data_cfg)
     rules = BatchRules(**{**rules.__dict__, "min_duration": 0.0, "max_duration": math.inf})  # evaluate everything
+    pad_multiple = _pad_multiple(data_cfg)
+    if unpadded:
+        rules = BatchRules(**{**rules.__dict__, "max_batch_samples": 1})
+        pad_multiple = 0
     return EvalLoader(index, rules, processor, rank=rank, world_size=world_size, num_workers=data_cfg.num_workers,
                       sample_rate=data_cfg.sample_rate, tolerate_missing_shards=data_cfg.tolerate_missing_shards,
-                      pad_multiple=_pad_multiple(data_cfg))
+                      pad_multiple=pad_multiple)
 
 
 def _pad_multiple(data_cfg) -> int:

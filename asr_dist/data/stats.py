@@ -18,15 +18,22 @@ class PipelineStats:
     padded_seconds: float = 0.0
     wait_seconds: float = 0.0
     skipped_samples: int = 0  # corrupt members, or members of tolerated missing shards
+    skipped: list = field(default_factory=list)  # (shard, key, reason) of each, for metrics.jsonl
     since: float = field(default_factory=time.perf_counter)
 
-    def add(self, batch, wait_seconds: float, skipped: int) -> None:
+    def add(self, batch, wait_seconds: float, skipped: list[tuple[str, str, str]]) -> None:
         self.batches += 1
         self.samples += len(batch["keys"])
         self.audio_seconds += batch["audio_seconds"]
         self.padded_seconds += batch["padded_seconds"]
         self.wait_seconds += wait_seconds
-        self.skipped_samples += skipped
+        self.skipped_samples += len(skipped)
+        self.skipped.extend(skipped)
+
+    def take_skipped(self) -> list[tuple[str, str, str]]:
+        """The (shard, key, reason) of each sample skipped since the last call."""
+        skipped, self.skipped = self.skipped, []
+        return skipped
 
     def take(self) -> dict[str, float]:
         """Metrics over the interval since the last call, then starts a new interval."""
@@ -40,6 +47,8 @@ class PipelineStats:
             "data/wait_fraction": self.wait_seconds / elapsed,
             "data/skipped_samples": float(self.skipped_samples),
         }
+        skipped = self.skipped  # kept for take_skipped()
         fresh = PipelineStats()
         self.__dict__.update(fresh.__dict__)
+        self.skipped = skipped
         return out

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from asr_dist.audio import to_mono
+
 from asr_dist.corpus.readers import Utterance
 from asr_dist.text import ctc_label_count
 
@@ -174,7 +176,7 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
         raise AudioProblem("empty_audio", "no samples" if len(data) == 0 else "digital silence (all samples zero)")
     if exact:
         return np.ascontiguousarray(data[:, 0])
-    mono = data.mean(axis=1)
+    mono = to_mono(data)
     if info.samplerate != sample_rate:
         mono = _resample(mono, info.samplerate, sample_rate)
     return np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
@@ -182,13 +184,12 @@ def read_pcm16(path: str, sample_rate: int, max_seconds: float | None = None) ->
 
 def _resample(samples: np.ndarray, orig: int, new: int) -> np.ndarray:
     import torch
-    import torchaudio.functional
+
+    from asr_dist.audio import resample
 
     if os.environ.get("OMP_NUM_THREADS") == "1":  # a pool worker that just imported torch
         torch.set_num_threads(1)
-
-    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    return torchaudio.functional.resample(waveform, orig, new).numpy().astype(np.float64)
+    return resample(samples, orig, new).astype(np.float64)
 
 
 def _declared_wav_data_bytes(info) -> tuple[int, int] | None:

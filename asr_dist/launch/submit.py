@@ -1,7 +1,7 @@
 """`asr-dist submit --config X.yaml [section.key=value ...] [--dry-run] [--wait]`: a training job on Slurm.
 
 The config's `slurm` section becomes a submitit AutoExecutor (one task per GPU, or per process on CPU); the
-job is a `launch.slurm_job.TrainingJob` holding the resolved config, which every task runs in-process.
+job is a `asr_dist.launch.slurm_job.TrainingJob` holding the resolved config, which every task runs in-process.
 Before anything is queued, `sbatch --test-only` asks Slurm whether the request can ever run: an unknown
 partition or resources no node has fail here, with Slurm's own reason, instead of pending forever.
 """
@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from asr_dist.config import Config, ConfigError, load_config
-from launch.slurm_job import EVENTS_FILE, JobEvents, TrainingJob
+from asr_dist.launch.slurm_job import EVENTS_FILE, JobEvents, TrainingJob, slurm_view
 
 
 class SubmitError(RuntimeError):
@@ -83,6 +84,21 @@ def check_with_slurm(script: str) -> None:
         raise SubmitError(f"Slurm refuses this job:\n{reason}")
 
 
+def preflight(cfg: Config) -> None:
+    """What can be checked before queueing (the precision is chosen on the compute node, for its hardware):
+    inputs on disk, the DeepSpeed JSON, and a run folder not held by a running job."""
+    from asr_dist.runfolder import RunFolder
+    from asr_dist.training.backend import read_deepspeed_config
+    from asr_dist.training.preflight import check_paths
+
+    read_deepspeed_config(cfg)
+    check_paths(cfg)
+    if Path(cfg.train.run_dir).is_dir():
+        folder = RunFolder(cfg.train.run_dir)
+        folder.lock()  # raises RunFolderBusy naming the holder
+        folder.unlock()
+
+
 def submit(cfg: Config):
     """Validate with Slurm, submit, record the submission in the run's event log; returns the submitit Job."""
     executor = build_executor(cfg)
@@ -122,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
+        preflight(cfg)
     except ConfigError as error:
         print(f"asr-dist submit: {error}", file=sys.stderr)
         return 2
@@ -139,18 +156,43 @@ def main(argv: list[str] | None = None) -> int:
     return wait(job)
 
 
-def wait(job) -> int:
-    """Block until the job is over; print task 0's result or the job's error (0 = success)."""
+ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "COMPLETING", "STAGE_OUT", "RESIZING")
+
+
+def wait(job, poll_s: float = 2.0, end_timeout_s: float = 120.0) -> int:
+    """Block until the job is over; print task 0's result or the job's error (0 = success).
+
+    submitit reports a failure as soon as the tasks' result files say so, while Slurm may still hold the job
+    (other tasks stuck in a collective with the failed one, or still tearing down): after a failure the rest
+    of the job is cancelled and we wait until Slurm no longer lists it, so that `--wait` returns with the job
+    really over (a failed job no longer shows as running afterwards).
+    """
     try:
         results = job.results()
     except Exception as error:  # submitit's FailedJobError/UncompletedJobError carry the traceback and log paths
         print(f"job {job.job_id} failed: {error}", file=sys.stderr)
+        end_failed_job(job.job_id, poll_s, end_timeout_s)
         return 1
     summary = results[0]
     if isinstance(summary, dict):  # asr_dist.train.run's summary, without the per-step losses
         summary = ", ".join(f"{k}={summary[k]}" for k in ("steps", "final_loss", "eval", "export_dir") if k in summary)
     print(f"job {job.job_id} finished: {summary}")
     return 0
+
+
+def end_failed_job(job_id: str, poll_s: float = 2.0, timeout_s: float = 120.0) -> None:
+    """Cancel what is left of a failed job and wait (bounded) until Slurm no longer lists it as active."""
+    state, _ = slurm_view(job_id)
+    if state in ACTIVE_STATES and state != "COMPLETING":
+        subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+        print(f"job {job_id} was still {state} after the failure: cancelled its remaining tasks", file=sys.stderr)
+    deadline = time.monotonic() + timeout_s
+    while state in ACTIVE_STATES and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        state, _ = slurm_view(job_id)
+    if state in ACTIVE_STATES:
+        print(f"job {job_id} is still {state} in Slurm {timeout_s:.0f} s after the failure; see squeue -j {job_id}",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":
