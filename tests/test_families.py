@@ -35,7 +35,7 @@ SIZES = dict(conv_dim=[16, 16, 16], conv_kernel=[10, 3, 3], conv_stride=[5, 4, 4
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("family_shards")
     train = write_tiny_shards(root / "train", [6, 6], seed=1, min_s=0.6, max_s=1.2)
-    dev = write_tiny_shards(root / "dev", [3], seed=2, prefix="dev", min_s=0.6, max_s=1.2)
+    dev = write_tiny_shards(root / "dev", [4], seed=2, prefix="dev", min_s=0.6, max_s=1.2)
     texts = [s["text"] for sh in json.loads((train / "index.json").read_text())["shards"] for s in sh["samples"]]
     build_processor(texts, train / "processor")
     return train, dev
