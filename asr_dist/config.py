@@ -165,8 +165,17 @@ class ModelConfig:
     feat_extract_norm: Literal["group", "layer"] = "group"
     do_stable_layer_norm: bool = False
     adapter_attn_dim: int = 0  # MMS-style attention adapters of this width after every layer (0 = none; MMS uses 16)
+    # Family of a model built from these sizes (asr_dist/families.py, docs/models.md): wav2vec2, hubert, wavlm,
+    # data2vec-audio, wav2vec2-conformer, wav2vec2-bert. A pretrained checkpoint brings its own family.
+    type: str = "wav2vec2"
+    # A strided convolutional adapter between encoder and CTC head (wav2vec2, w2v-BERT; new weights on a
+    # pretrained model): halves the frame rate per adapter layer. The w2v-BERT 2.0 fine-tuning recipe uses one.
+    add_adapter: bool = False
 
     def check(self, at: str) -> None:
+        from asr_dist.families import FAMILIES
+
+        _require(self.type in FAMILIES, f"{at}.type", f"one of {', '.join(FAMILIES)}", self.type)
         _require(len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride), f"{at}.conv_dim",
                  "conv_dim, conv_kernel and conv_stride of equal length", (self.conv_dim, self.conv_kernel, self.conv_stride))
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):

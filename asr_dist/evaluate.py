@@ -25,11 +25,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from asr_dist.config import ConfigError, DataConfig, EvalConfig
+from asr_dist.data.frontend import featurize, seconds_per_step
+from asr_dist.families import output_lengths as output_lengths_of
 from asr_dist.model import padding_changes_outputs, takes_attention_mask
 from asr_dist.text import processor_language
 from asr_dist.text.scoring import error_rates, primary_metric
@@ -179,10 +182,9 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
                     if int(anyone.item()) == 0:
                         break
                     if batch is None:  # keep in step with ranks that still have batches
-                        silence = torch.zeros(1, processor.feature_extractor.sampling_rate, dtype=dtype,
-                                              device=accelerator.device)
+                        silence = _silence_input(processor, dtype, accelerator.device)
                         with autocast:
-                            net(input_values=silence)
+                            net(**{net.main_input_name: silence})
                         continue
                 elif batch is None:
                     break
@@ -197,11 +199,12 @@ def evaluate(model, eval_loader, processor, accelerator, cfg_eval: EvalConfig,
 
 
 def _decode_batch(net, batch, processor, device, dtype, autocast, use_mask, blank_id, subset_field) -> list[dict]:
-    input_values = batch["input_values"].to(device=device, dtype=dtype)
+    input_values = batch["input_values"].to(device=device, dtype=dtype)  # waveform or filterbank steps
     attention_mask = batch["attention_mask"].to(device)
     with autocast:
-        logits = net(input_values=input_values, attention_mask=attention_mask if use_mask else None).logits
-    output_lengths = net._get_feat_extract_output_lengths(attention_mask.sum(-1)).to(torch.long)
+        logits = net(**{net.main_input_name: input_values},
+                     attention_mask=attention_mask if use_mask else None).logits
+    output_lengths = output_lengths_of(net, attention_mask.sum(-1))
     labels = batch["labels"].to(device)
     losses, tokens = ctc_loss_per_sample(logits, labels, output_lengths, blank_id)
     hyps = greedy_decode(logits, processor, output_lengths)
@@ -214,8 +217,15 @@ def _decode_batch(net, batch, processor, device, dtype, autocast, use_mask, blan
         out.append({"key": key, "ref": ref, "hyp": hyp,
                     "subset": str(meta.get(subset_field, "unknown")) if subset_field else None,
                     "loss": float(losses[i]), "tokens": int(tokens[i]),
-                    "seconds": float(attention_mask[i].sum()) / processor.feature_extractor.sampling_rate})
+                    "seconds": float(attention_mask[i].sum()) * seconds_per_step(processor.feature_extractor)})
     return out
+
+
+def _silence_input(processor, dtype, device) -> torch.Tensor:
+    """One second of silence as the model's input (a ZeRO-3 rank without batches still joins the gathers)."""
+    rate = processor.feature_extractor.sampling_rate
+    inputs, _ = featurize(processor.feature_extractor, [np.zeros(rate, np.float32)], rate)
+    return torch.from_numpy(inputs).to(device=device, dtype=dtype)
 
 
 def _is_zero3(accelerator) -> bool:
@@ -293,14 +303,14 @@ def main(argv: list[str] | None = None) -> int:
         return main_evaluate(args)
 
     from accelerate import Accelerator
-    from transformers import Wav2Vec2ForCTC, Wav2Vec2Processor
+    from transformers import AutoModelForCTC, AutoProcessor
 
     from asr_dist.data.index import ShardIndexError
     from asr_dist.data.loader import ShardReadError, build_eval_loader
 
     accelerator = Accelerator()
-    processor = Wav2Vec2Processor.from_pretrained(str(model_dir))
-    model = Wav2Vec2ForCTC.from_pretrained(str(model_dir)).to(accelerator.device)
+    processor = AutoProcessor.from_pretrained(str(model_dir))
+    model = AutoModelForCTC.from_pretrained(str(model_dir)).to(accelerator.device)
     data_cfg = DataConfig(eval_shards=str(shard_dir), sample_rate=processor.feature_extractor.sampling_rate,
                           max_batch_seconds=args.max_batch_seconds, max_batch_samples=args.max_batch_samples,
                           max_duration=args.max_batch_seconds, num_workers=args.num_workers)

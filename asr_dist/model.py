@@ -1,12 +1,17 @@
-"""The Wav2Vec2-CTC model: built from a checkpoint or from `ModelConfig`, then partly frozen.
+"""The CTC model: built from a checkpoint or from `ModelConfig`, then partly frozen.
+
+Any family of asr_dist/families.py (wav2vec2, HuBERT, WavLM, data2vec-audio, wav2vec2-conformer, w2v-BERT 2.0):
+the table says which classes build it and where its front end and layers are; nothing here names a family.
 
 Two sources:
-- `model.pretrained` = a hub id (`facebook/wav2vec2-base`) or a local `save_pretrained` folder. The encoder
+- `model.pretrained` = a hub id (`facebook/wav2vec2-base`) or a local `save_pretrained` folder of any
+  `AutoModelForCTC` class (its family from its config's model_type; `model.type` is then ignored). The encoder
   comes from the checkpoint; the CTC head is always sized to *our* vocabulary and freshly initialized
   (unless `model.keep_pretrained_head`, for continuing from a model trained with this very vocabulary).
   Architecture fields of ModelConfig (sizes, conv layers) are then ignored; the regularization fields
   (dropouts, SpecAugment, layerdrop) still apply.
-- otherwise a model of ModelConfig's sizes with random weights (the tests' and the demo's tiny models).
+- otherwise a model of family `model.type` with ModelConfig's sizes and random weights (the tests' and the
+  demo's tiny models; sizes a family has no use for, such as conv layers for w2v-BERT, are ignored).
 
 Either way the loss is the CTC *sum* with `zero_infinity`: the trainer divides it by the target tokens
 of the whole global batch (loss.py), which a per-sample mean would make impossible.
@@ -21,8 +26,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Processor
 
+from asr_dist import families
 from asr_dist.config import ConfigError, FreezingConfig, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,7 @@ _REGULARIZATION = ("hidden_dropout", "activation_dropout", "attention_dropout", 
                    "mask_feature_length")
 
 
-def _ctc_settings(cfg: ModelConfig, processor: Wav2Vec2Processor) -> dict:
+def _ctc_settings(cfg: ModelConfig, processor) -> dict:
     """Settings imposed on every model, pretrained or not: our vocabulary, summed CTC, our regularization."""
     tokenizer = processor.tokenizer
     return dict(
@@ -41,72 +46,85 @@ def _ctc_settings(cfg: ModelConfig, processor: Wav2Vec2Processor) -> dict:
         ctc_loss_reduction="sum",
         ctc_zero_infinity=True,  # an impossible alignment (text too long for the audio) gives 0, not inf
         **{name: getattr(cfg, name) for name in _REGULARIZATION},
+        **({"add_adapter": True} if cfg.add_adapter else {}),
+        **({"adapter_attn_dim": cfg.adapter_attn_dim} if cfg.adapter_attn_dim else {}),  # MMS-style adapters
     )
 
 
-def build_model(cfg: ModelConfig, processor: Wav2Vec2Processor) -> Wav2Vec2ForCTC:
+def model_family(cfg: ModelConfig) -> families.Family:
+    """The family of the model `cfg` describes: the checkpoint's own for `model.pretrained`, else model.type."""
+    if cfg.pretrained:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(cfg.pretrained).model_type
+        if cfg.type not in ("wav2vec2", model_type):  # (the default says nothing: any checkpoint is fine)
+            raise ConfigError(f"model.type = {cfg.type!r} but model.pretrained = {cfg.pretrained} is a "
+                              f"{model_type!r} checkpoint; drop model.type or make them agree")
+        return families.family(model_type)
+    return families.family(cfg.type)
+
+
+def build_model(cfg: ModelConfig, processor) -> torch.nn.Module:
     """The model described by `cfg`, with a CTC head over `processor`'s vocabulary (see module doc).
 
     Under DeepSpeed ZeRO-3 call this before creating the Accelerator: `from_pretrained` inside an active
     ZeRO-3 config crashes on wav2vec2's weight-normed positional convolution (shared/facts).
     """
     settings = _ctc_settings(cfg, processor)
+    fam = model_family(cfg)
+    model_class = families.model_class(fam)
     if cfg.pretrained:
-        model = Wav2Vec2ForCTC.from_pretrained(cfg.pretrained, ignore_mismatched_sizes=True, **settings)
+        model = model_class.from_pretrained(cfg.pretrained, ignore_mismatched_sizes=True, **settings)
         if not cfg.keep_pretrained_head:
             # ignore_mismatched_sizes only re-initializes a head of another size; a head of the same size
             # trained on another vocabulary would silently map our labels to its characters.
+            head = getattr(model, fam.head)
             with torch.no_grad():
-                model.lm_head.weight.normal_(0.0, model.config.initializer_range)  # as transformers inits it
-                model.lm_head.bias.zero_()
-        log.info("loaded %s (%d layers, hidden %d); CTC head over %d labels%s", cfg.pretrained,
+                head.weight.normal_(0.0, model.config.initializer_range)  # as transformers inits it
+                head.bias.zero_()
+        log.info("loaded %s (%s, %d layers, hidden %d); CTC head over %d labels%s", cfg.pretrained, fam.model_type,
                  model.config.num_hidden_layers, model.config.hidden_size, settings["vocab_size"],
                  " (kept)" if cfg.keep_pretrained_head else " (fresh)")
     else:
-        config = Wav2Vec2Config(
-            conv_dim=list(cfg.conv_dim), conv_kernel=list(cfg.conv_kernel), conv_stride=list(cfg.conv_stride),
-            num_feat_extract_layers=len(cfg.conv_dim),
-            hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
-            num_attention_heads=cfg.num_attention_heads, intermediate_size=cfg.intermediate_size,
-            num_conv_pos_embeddings=cfg.num_conv_pos_embeddings,
-            num_conv_pos_embedding_groups=cfg.num_conv_pos_embedding_groups,
-            feat_extract_norm=cfg.feat_extract_norm, do_stable_layer_norm=cfg.do_stable_layer_norm,
-            adapter_attn_dim=cfg.adapter_attn_dim or None,
-            **settings,
-        )
-        model = Wav2Vec2ForCTC(config)
+        sizes = {name: getattr(cfg, name) for name in families.SIZE_FIELDS}
+        model = model_class(families.config_from_sizes(fam, sizes, settings))
+    for path in fam.unused:  # modules the forward never calls: no gradient ever, so DDP must not wait for one
+        families.submodule(families.base_model(model, fam), path).requires_grad_(False)
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable()  # (transformers 5 name of gradient_checkpointing_enable)
     return model
 
 
-def freeze_parameters(model: Wav2Vec2ForCTC, cfg: FreezingConfig) -> None:
+def freeze_parameters(model: torch.nn.Module, cfg: FreezingConfig) -> None:
     """Permanent freezing: requires_grad=False, before the optimizer exists (so no optimizer state).
 
-    `lower_layers = N` freezes transformer layers 0..N-1 and everything beneath them (CNN feature
-    encoder, feature projection, positional convolution, input layer norm, SpecAugment's mask
-    embedding): training something under a frozen layer would only spend backward passes through it.
+    `feature_encoder` freezes the family's front end (wav2vec2's CNN over raw audio; w2v-BERT's projection
+    of the filterbank frames). `lower_layers = N` freezes transformer layers 0..N-1 and everything beneath
+    them (front end, feature projection, positional convolution, the input layer norm of post-LN encoders,
+    SpecAugment's mask embedding): training something under a frozen layer would only spend backward
+    passes through it. Which modules those are per family: asr_dist/families.py, docs/models.md.
     """
-    wav2vec2 = model.wav2vec2
     if getattr(cfg, "adapters_only", False):  # MMS-style: only adapter layers and the CTC head learn
         from asr_dist.adapters import freeze_all_but_adapters
 
         freeze_all_but_adapters(model)
         return
+    fam = families.family_of(model)
     if cfg.feature_encoder or cfg.lower_layers > 0:
-        model.freeze_feature_encoder()
-    layers = wav2vec2.encoder.layers
+        for module in families.front_end_modules(model, fam):
+            module.requires_grad_(False)
+            if hasattr(module, "_requires_grad"):  # the CNN then also skips building its autograd graph
+                module._requires_grad = False
+    layers = families.encoder_layers(model, fam)
     if cfg.lower_layers > len(layers):
         raise ConfigError(f"freezing.lower_layers = {cfg.lower_layers} is not allowed; the model has only "
                           f"{len(layers)} transformer layers")
     if cfg.lower_layers > 0:
-        below = [wav2vec2.feature_projection, wav2vec2.encoder.pos_conv_embed]
-        if not model.config.do_stable_layer_norm:  # post-LN models normalize the input of layer 0
-            below.append(wav2vec2.encoder.layer_norm)
-        for module in below + list(layers[: cfg.lower_layers]):
+        for module in families.beneath_layer_modules(model, fam) + list(layers[: cfg.lower_layers]):
             module.requires_grad_(False)
-        if getattr(wav2vec2, "masked_spec_embed", None) is not None:
-            wav2vec2.masked_spec_embed.requires_grad_(False)
+        base = families.base_model(model, fam)
+        if getattr(base, "masked_spec_embed", None) is not None:
+            base.masked_spec_embed.requires_grad_(False)
 
 
 class EncoderFreeze:
@@ -116,16 +134,18 @@ class EncoderFreeze:
     ZeRO's flat partitions). Instead, while active, `model.wav2vec2` runs with autograd off (as fairseq
     does: no encoder gradients, no backward through it), and the trainer gives the encoder param groups
     lr 0 (so no weight decay or momentum residue can move them). DDP must be built with
-    find_unused_parameters=True while this can be active (train.py does that).
+    find_unused_parameters=True while this can be active (train.py does that). "The encoder" is the family's
+    base model (`model.wav2vec2`, `model.hubert`, `model.wav2vec2_bert`, ...): everything but the CTC head.
     """
 
-    def __init__(self, model: Wav2Vec2ForCTC, updates: int):
+    def __init__(self, model: torch.nn.Module, updates: int):
         self.updates = updates
         self.active = updates > 0
         self._saved_grad_mode: bool | None = None
         if updates > 0:
-            model.wav2vec2.register_forward_pre_hook(self._enter)
-            model.wav2vec2.register_forward_hook(self._leave)
+            encoder = families.base_model(model, families.family_of(model))
+            encoder.register_forward_pre_hook(self._enter)
+            encoder.register_forward_hook(self._leave)
 
     def set_step(self, step: int) -> None:
         """Call before each update with the number of updates done so far."""
@@ -143,8 +163,8 @@ class EncoderFreeze:
 
 
 def is_head_parameter(name: str) -> bool:
-    """The CTC head is `lm_head`; everything else is encoder (names as in Wav2Vec2ForCTC)."""
-    return name.startswith("lm_head.")
+    """The CTC head (`lm_head` in every family of the table); everything else is encoder."""
+    return name.startswith(tuple(f"{head}." for head in families.HEADS))
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int]:

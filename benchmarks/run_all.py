@@ -36,6 +36,8 @@ RESULT_MARKER = "@@BENCHMARK_RESULT@@ "
 BENCHMARKS = [
     ("prepare", "prepare.py", "shard writing: audio hours sharded per minute, synth speed"),
     ("pipeline", "pipeline.py", "data pipeline: decode throughput, padding vs HF length grouping, resume skip time"),
+    ("frontend", "frontend.py", "filterbank front end per DataLoader worker: torchaudio Kaldi fbank vs HF extractor"),
+    ("families", "families.py", "encoder families from scratch, same data and updates: audio-s/s, loss, dev CER"),
     ("train_throughput", "train_throughput.py", "training throughput vs the HF recipe (ratio), memory per rank"),
     ("checkpoint", "checkpoint.py", "checkpoint save/load time and size per rank: DDP, ZeRO-2, ZeRO-3"),
     ("mfu", "mfu.py", "model FLOPs utilization against the measured matmul peak (fp32, bf16)"),

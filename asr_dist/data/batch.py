@@ -1,10 +1,11 @@
 """The batch handed to the trainer (contract in docs/architecture.md) and how samples become one.
 
-Padding and normalization are done by the run's `Wav2Vec2FeatureExtractor` itself (zero mean, unit
-variance over the real samples when `do_normalize`, zero padding), so training input is exactly
-what `transformers.pipeline` feeds the exported model. Transcripts become label ids with the run's
-tokenizer; label padding is -100, which CTC loss ignores, so `(labels != -100).sum()` is the
-number of target tokens of the batch.
+Padding and normalization are done by the run's feature extractor (data/frontend.py): for raw-waveform
+models the `Wav2Vec2FeatureExtractor` itself (zero mean, unit variance over the real samples when
+`do_normalize`, zero padding), for filterbank models (w2v-BERT) the same filterbanks as its
+`SeamlessM4TFeatureExtractor`; so training input is what `transformers.pipeline` feeds the exported model.
+Transcripts become label ids with the run's tokenizer; label padding is -100, which CTC loss ignores, so
+`(labels != -100).sum()` is the number of target tokens of the batch.
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from typing import TypedDict
 import numpy as np
 import torch
 
+from asr_dist.data.frontend import featurize, seconds_per_step
+
 LABEL_PAD = -100
 
 
 class Batch(TypedDict):
-    input_values: torch.Tensor  # float32 [B, T], normalized, zero padded
-    attention_mask: torch.Tensor  # int64 [B, T], 1 on real audio
+    input_values: torch.Tensor  # the model's input: float32 [B, T] samples, or [B, T, F] filterbank steps
+    attention_mask: torch.Tensor  # int64 [B, T], 1 on real audio (per sample, or per filterbank step)
     labels: torch.Tensor  # int64 [B, L], padded with -100
     keys: list[str]  # one per row; empty only in loader.silence_batch (every sample of the batch lost)
     meta: list[dict]  # per sample: text, speaker, duration, shard, ... (KEY.json plus the shard name)
     audio_seconds: float  # real audio in the batch
-    padded_seconds: float  # B x T / sample_rate
+    padded_seconds: float  # B x T x seconds per input step
 
 
 @dataclass
@@ -39,11 +42,9 @@ class DecodedSample:
 def collate(samples: list[DecodedSample], processor, sample_rate: int, pad_multiple: int = 0) -> Batch:
     """`pad_multiple` > 0 pads the batch's length up to a multiple of that many samples (see
     DataConfig.pad_to_multiple_seconds: repeated shapes let the kernels be reused)."""
-    features = processor.feature_extractor(
-        [s.wave for s in samples], sampling_rate=sample_rate, padding="longest",
-        pad_to_multiple_of=pad_multiple or None, return_attention_mask=True, return_tensors="np")
-    input_values = torch.from_numpy(np.asarray(features["input_values"], dtype=np.float32))
-    attention_mask = torch.from_numpy(np.asarray(features["attention_mask"], dtype=np.int64))
+    inputs, mask = featurize(processor.feature_extractor, [s.wave for s in samples], sample_rate, pad_multiple)
+    input_values = torch.from_numpy(inputs)
+    attention_mask = torch.from_numpy(mask)
     ids = processor.tokenizer([s.text for s in samples])["input_ids"]
     width = max(1, max((len(x) for x in ids), default=0))  # >= 1: Wav2Vec2ForCTC calls labels.max()
     labels = torch.full((len(ids), width), LABEL_PAD, dtype=torch.int64)
@@ -56,5 +57,5 @@ def collate(samples: list[DecodedSample], processor, sample_rate: int, pad_multi
         keys=[s.key for s in samples],
         meta=[s.meta for s in samples],
         audio_seconds=sum(len(s.wave) for s in samples) / sample_rate,
-        padded_seconds=input_values.shape[0] * input_values.shape[1] / sample_rate,
+        padded_seconds=input_values.shape[0] * input_values.shape[1] * seconds_per_step(processor.feature_extractor),
     )

@@ -67,6 +67,11 @@ class DatasetIndex:
         return DatasetIndex(self.path, self.sample_rate, tuple(s for s in self.shards if s.name not in names),
                             self.language, self.text_rules)
 
+    def without_samples(self, keys: set[str]) -> DatasetIndex:
+        """The index less the samples of `keys` (shards left empty are left out)."""
+        shards = (ShardInfo(s.name, s.url, tuple(x for x in s.samples if x.key not in keys)) for s in self.shards)
+        return DatasetIndex(self.path, self.sample_rate, tuple(s for s in shards if s.samples))
+
 
 def is_local(url: str) -> bool:
     """True for a plain path or file: URL (the forms whose existence can be checked up front)."""

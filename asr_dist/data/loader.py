@@ -31,6 +31,7 @@ from webdataset.gopen import Pipe, gopen
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
 from asr_dist.audio import read_audio
+from asr_dist.data.alignable import drop_unalignable
 from asr_dist.data.augment import Augmenter
 from asr_dist.data.batch import Batch, DecodedSample, collate
 from asr_dist.data.index import DatasetIndex, is_local, load_index, local_path
@@ -426,9 +427,14 @@ def _check_processor(processor, sample_rate: int) -> None:
         raise ValueError(f"data.sample_rate = {sample_rate} but the processor's feature extractor expects {rate} Hz")
 
 
-def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size: int, grad_accum: int) -> TrainLoader:
+def build_train_loader(data_cfg, processor, *, seed: int, rank: int, world_size: int, grad_accum: int,
+                       frames_for=None) -> TrainLoader:
+    """`frames_for` (samples -> the model's output frames, families.frames_for_samples): samples the model
+    cannot align under CTC are left out of the plan, counted and logged (data/alignable.py)."""
     _check_processor(processor, data_cfg.sample_rate)
     index, weights = open_train_sources(data_cfg)
+    if frames_for is not None:
+        index, _ = drop_unalignable(index, frames_for)
     augmenter = Augmenter(data_cfg.augment, seed=seed, sample_rate=data_cfg.sample_rate)
     return TrainLoader(index, BatchRules.from_config(data_cfg), processor, augmenter, seed=seed, rank=rank,
                        world_size=world_size, grad_accum=grad_accum, num_workers=data_cfg.num_workers,

@@ -55,15 +55,17 @@ def duration_mismatch(declared: float | None, actual: float) -> str:
         return ""
     return f"the manifest says {declared:.3f} s, the audio has {actual:.3f} s (the audio's length is used)"
 
-# wav2vec2's convolutional feature encoder (kernel, stride): 320 samples per frame, 20 ms at 16 kHz.
+# wav2vec2's convolutional feature encoder (kernel, stride): 320 samples per frame, 20 ms at 16 kHz. Other
+# models' chains come from their config (families.frame_layers; `asr-dist prepare --model-config`).
 WAV2VEC2_CONV_LAYERS = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))
 
 
 def ctc_frames(num_samples: int, conv_layers=WAV2VEC2_CONV_LAYERS) -> int:
-    """Output frames of the conv feature encoder for `num_samples` input samples (no padding)."""
+    """Output frames for `num_samples` input samples through (kernel, stride[, padding]) windows."""
     length = num_samples
-    for kernel, stride in conv_layers:
-        length = (length - kernel) // stride + 1
+    for layer in conv_layers:
+        kernel, stride, padding = (*layer, 0)[:3]
+        length = (length + 2 * padding - kernel) // stride + 1
         if length <= 0:
             return 0
     return length
@@ -74,6 +76,14 @@ class AudioLimits:
     sample_rate: int = 16000
     min_duration: float = 0.2  # seconds
     max_duration: float = 30.0
+    ctc_layers: tuple = WAV2VEC2_CONV_LAYERS  # samples -> model frames, for the too_short_for_ctc check
+
+    @property
+    def frame_ms(self) -> float:
+        hop = 1
+        for layer in self.ctc_layers:
+            hop *= layer[1]
+        return 1000.0 * hop / self.sample_rate
 
 
 @dataclass
@@ -132,10 +142,10 @@ def encode_utterance(utt: Utterance, limits: AudioLimits) -> EncodedSample | Rej
         return Rejected(utt.key, utt.audio, "too_short", f"{duration:.3f} s < min_duration {limits.min_duration} s")
     if duration > limits.max_duration:
         return Rejected(utt.key, utt.audio, "too_long", f"{duration:.3f} s > max_duration {limits.max_duration} s")
-    frames, needed = ctc_frames(len(pcm)), ctc_label_count(utt.text)
+    frames, needed = ctc_frames(len(pcm), limits.ctc_layers), ctc_label_count(utt.text)
     if frames < needed:
         return Rejected(utt.key, utt.audio, "too_short_for_ctc",
-                        f"{duration:.3f} s gives {frames} frames of 20 ms; the transcript needs {needed}")
+                        f"{duration:.3f} s gives {frames} frames of {limits.frame_ms:g} ms; the transcript needs {needed}")
     buffer = io.BytesIO()
     sf.write(buffer, pcm, limits.sample_rate, format="FLAC", subtype="PCM_16")
     return EncodedSample(key=utt.key, flac=buffer.getvalue(), num_samples=len(pcm), duration=duration,

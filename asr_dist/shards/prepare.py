@@ -103,10 +103,12 @@ def write_shards(
     text_rules: TextRules | None = None,
     min_char_count: int = 1,
     progress: bool = False,
+    ctc_layers: tuple | None = None,
 ) -> PrepareSummary:
     """Write `utterances` into OUT_DIR/PREFIX-NNNNNN.tar + index.json + rejects.jsonl
     (+ OUT_DIR/processor, vocabulary from the kept transcripts, when `write_processor`; characters seen
-    fewer than `min_char_count` times get no label). index.json records the language and its text rules."""
+    fewer than `min_char_count` times get no label). index.json records the language and its text rules. `ctc_layers`: the
+    model's samples -> frames chain for the too_short_for_ctc check (default wav2vec2's, 320 samples/frame)."""
     started = time.monotonic()
     if target_shard_mb <= 0:
         raise ValueError(f"target_shard_mb = {target_shard_mb}: expected a positive size in MB")
@@ -119,7 +121,8 @@ def write_shards(
     utterances = list(utterances)
     rules = (text_rules or TextRules()).resolved()
     jobs, rejects = _normalized_unique(utterances, rules)
-    limits = AudioLimits(sample_rate=sample_rate, min_duration=min_duration, max_duration=max_duration)
+    limits = AudioLimits(sample_rate=sample_rate, min_duration=min_duration, max_duration=max_duration,
+                         **({"ctc_layers": tuple(ctc_layers)} if ctc_layers else {}))
     sink = ShardSink(out, prefix, int(target_shard_mb * 1e6), sample_rate)
     kept_texts: list[str] = []
     warnings: list[Rejected] = []  # same record shape as a reject, for kept samples
@@ -242,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="strip accents (niño -> nino); default: the language's rule (English only strips)")
     parser.add_argument("--min-char-count", type=int, default=1,
                         help="with --processor: characters seen fewer times get no label and are spelled [UNK] (default 1)")
+    parser.add_argument("--model-config", default="",
+                        help="check CTC lengths against this model's frame rate: a train YAML (its model section), "
+                             "a model folder or hub id (default: wav2vec2's 320 samples per frame)")
     args = parser.parse_args(argv)
 
     rules = TextRules(language=args.language, unspeakable=args.unspeakable, dashes_to_spaces=not args.keep_dashes,
@@ -249,11 +255,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"asr-dist prepare: {args.source} -> {args.out_dir} (prefix {args.prefix}, {args.workers} workers)",
           file=sys.stderr)
     try:
+        ctc_layers = None
+        if args.model_config:
+            from asr_dist.families import frame_layers_for
+
+            ctc_layers = frame_layers_for(args.model_config)
+            print(f"CTC length check: samples -> frames through {ctc_layers}", file=sys.stderr)
         summary = write_shards(
             open_corpus(args.source), args.out_dir, prefix=args.prefix, target_shard_mb=args.shard_mb,
             num_workers=args.workers, sample_rate=args.sample_rate, min_duration=args.min_duration,
             max_duration=args.max_duration, write_processor=args.processor, text_rules=rules,
-            min_char_count=args.min_char_count, progress=True)
+            min_char_count=args.min_char_count, progress=True,
+            ctc_layers=ctc_layers)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,9 +21,10 @@ from asr_dist.config import Config
 from asr_dist.data.language import run_language
 from asr_dist.data.loader import EvalLoader, TrainLoader, build_train_loader
 from asr_dist.eval_sets import build_eval_sets
+from asr_dist.families import frames_for_samples, pair_processor
 from asr_dist.lr_schedule import build_lr_scheduler
-from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters, padding_changes_outputs, \
-    takes_attention_mask
+from asr_dist.model import EncoderFreeze, build_model, count_parameters, freeze_parameters, model_family, \
+    padding_changes_outputs, takes_attention_mask
 from asr_dist.optim import build_optimizer
 from asr_dist.text import load_processor
 from asr_dist.training.backend import Backend
@@ -67,7 +68,8 @@ def build(cfg: Config, backend: Backend) -> Components:
     """Every part of the run, resumed from `train.resume` when it names a checkpoint."""
     from accelerate.utils import set_seed
 
-    processor = load_processor(processor_path(cfg))
+    # the shards' tokenizer with the model family's own feature extractor (asr_dist/families.py)
+    processor = pair_processor(model_family(cfg.model), load_processor(processor_path(cfg)), cfg.model.pretrained)
     language = run_language(cfg.data, processor)  # train/eval shards and processor share one language's text rules
     if cfg.eval.lm:  # a missing or mismatched LM fails now, not after training
         from asr_dist.lm.score import check_lm_for_training
@@ -90,7 +92,8 @@ def build(cfg: Config, backend: Backend) -> Components:
              backend.precision.device, sizes["total"] / 1e6, sizes["trainable"] / 1e6)
 
     train_loader = build_train_loader(cfg.data, processor, seed=cfg.train.seed, rank=rank, world_size=world,
-                                      grad_accum=cfg.train.grad_accum)
+                                      grad_accum=cfg.train.grad_accum,
+                                      frames_for=frames_for_samples(model, processor.feature_extractor))
     eval_loader = build_eval_sets(cfg.data, processor, rank=rank, world_size=world,  # one loader, {name: loader}
                                   unpadded=padding_changes_outputs(model, processor))  # or None
     with startup.bounded(f"the first collectives of {world_env} (model broadcast / DeepSpeed engine set-up)"):

@@ -61,6 +61,9 @@ class Trainer:
         # DeepSpeed's bf16/fp16 weight modes have no autocast of ours: inputs are cast to the weights' dtype.
         self.input_dtype = next(accelerator.unwrap_model(model).parameters()).dtype if self.deepspeed \
             else torch.float32
+        # batch["input_values"] is the model's input whatever its kind: waveform (`input_values`) or
+        # filterbank steps (`input_features`, w2v-BERT, Parakeet); the model's forward names it
+        self.input_name = accelerator.unwrap_model(model).main_input_name
 
     @property
     def step(self) -> int:
@@ -177,7 +180,7 @@ class Trainer:
         if poison:  # train.debug_nan_steps: prove a non-finite update is skipped everywhere
             input_values = input_values.clone()
             input_values[0] = math.inf
-        inputs = {"input_values": input_values.to(self.input_dtype),
+        inputs = {self.input_name: input_values.to(self.input_dtype),
                   "labels": batch["labels"].to(device, non_blocking=True)}
         if self.use_attention_mask:
             inputs["attention_mask"] = batch["attention_mask"].to(device, non_blocking=True)
