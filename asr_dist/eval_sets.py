@@ -66,6 +66,10 @@ class NamedEvalResult:
     def examples(self) -> list[dict]:
         return [{**e, "key": f"{name}:{e['key']}"} for name, r in self.sets.items() for e in r.examples]
 
+    def checkpoint_metrics(self) -> dict[str, float | str]:
+        """The primary set's, which `checkpoint.keep_best` ranks by (checkpoint.best_eval_set)."""
+        return {**self.sets[self.primary].checkpoint_metrics(), "eval_set": self.primary}
+
     def scalars(self) -> dict[str, float]:
         out = self.sets[self.primary].scalars("eval/")
         for name, result in self.sets.items():

@@ -234,7 +234,7 @@ def test_training_refuses_train_and_eval_shards_of_two_languages(tmp_path):
     index = json.loads((dev / "index.json").read_text())
     index["language"] = "de"
     (dev / "index.json").write_text(json.dumps(index))
-    with pytest.raises(LanguageMismatch, match=r"data.train_shards .*'en'.*data.eval_shards .*'de'"):
+    with pytest.raises(LanguageMismatch, match=r"training source 'train' .*'en'.*eval set 'eval' .*'de'"):
         run_language(cfg, processor)
     spanish = build_processor(["hola"], language="es")
     with pytest.raises(LanguageMismatch, match="processor's vocabulary: 'es'"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,13 +64,12 @@ class DatasetIndex:
         return h.hexdigest()[:16]
 
     def without_shards(self, names: set[str]) -> DatasetIndex:
-        return DatasetIndex(self.path, self.sample_rate, tuple(s for s in self.shards if s.name not in names),
-                            self.language, self.text_rules)
+        return replace(self, shards=tuple(s for s in self.shards if s.name not in names))
 
     def without_samples(self, keys: set[str]) -> DatasetIndex:
         """The index less the samples of `keys` (shards left empty are left out)."""
-        shards = (ShardInfo(s.name, s.url, tuple(x for x in s.samples if x.key not in keys)) for s in self.shards)
-        return DatasetIndex(self.path, self.sample_rate, tuple(s for s in shards if s.samples))
+        shards = (replace(s, samples=tuple(x for x in s.samples if x.key not in keys)) for s in self.shards)
+        return replace(self, shards=tuple(s for s in shards if s.samples))  # language, rules and sources kept
 
 
 def is_local(url: str) -> bool:

@@ -20,11 +20,12 @@ def run_language(data_cfg, processor) -> str:
     from asr_dist.text import processor_language
 
     sources: dict[str, str] = {}
-    train = load_index(data_cfg.train_shards, data_cfg.train_index)
-    sources[f"data.train_shards ({train.path})"] = train.language
-    if data_cfg.eval_shards:
-        evaluation = load_index(data_cfg.eval_shards, data_cfg.eval_index)
-        sources[f"data.eval_shards ({evaluation.path})"] = evaluation.language
+    for source in data_cfg.train_sources():  # data.train (weighted sources) or data.train_shards
+        index = load_index(source.shards, source.index)
+        sources[f"training source {source.name!r} ({index.path})"] = index.language
+    for name, (shards, index_path) in data_cfg.eval_sets().items():
+        index = load_index(shards, index_path)
+        sources[f"eval set {name!r} ({index.path})"] = index.language
     recorded = processor_language(processor)
     if recorded is not None:
         sources["the processor's vocabulary"] = recorded
@@ -32,4 +33,4 @@ def run_language(data_cfg, processor) -> str:
         listed = "; ".join(f"{where}: {code!r}" for where, code in sources.items())
         raise LanguageMismatch(f"the run mixes the text rules of different languages: {listed}. Prepare every "
                                "split with the same `asr-dist prepare --language CODE` (the processor with the train split)")
-    return train.language
+    return next(iter(sources.values()))
