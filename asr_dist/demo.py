@@ -10,6 +10,7 @@ The story:
      only the CTC head learning: fairseq's freeze_finetune_updates) and an exponential-decay schedule; halfway
      through, the demo SIGKILLs the job and resumes it from its sharded checkpoint;
   5. train the same model from scratch on the new domain for the same number of steps, for comparison;
+     build a 4-gram LM from the demo's text sources (no dev sentence) and decode the base model with it;
   6. export, transcribe a few files with `transformers.pipeline`, and print the results table.
 
 Every step is an ordinary `asr-dist` / `accelerate launch` command, printed before it runs, so the demo doubles as
@@ -180,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
                                    f"data.train_shards={shards / 'source-train'}",
                                    f"data.eval_shards={shards / 'source-dev'}"]))
 
+    # a 4-gram word LM from the demo's own text sources (no dev sentence in it), and the base model decoded with it
+    lm_dir, with_lm = plan.out / "lm", plan.out / "base-with-lm.json"
+    if not (lm_dir / "lm.json").exists():
+        from asr_dist.lm.demo_lm import build_demo_lm
+
+        print("\n*** demo: building the n-gram LM (asr_dist.lm.demo_lm: fortunes + WordNet, dev sentences left out) ***",
+              flush=True)
+        build_demo_lm(lm_dir, [shards / "source-dev", shards / "new-dev"])
+    if not with_lm.exists():
+        sh([str(BIN / "asr-dist"), "evaluate", str(base / "export"), str(shards / "source-dev"), "--lm", str(lm_dir),
+            "--output", str(with_lm)])
+
     # stage (b): fine-tune on the new domain, killed halfway and resumed
     finetune = plan.out / "finetune"
     new_domain = [f"data.train_shards={shards / 'new-train'}", f"data.eval_shards={shards / 'new-dev'}",
@@ -214,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for run in (base, finetune, scratch):
         write_report(run)
-    print_summary(plan, steps, before, base, finetune, scratch, resumed_from, time.time() - started)
+    print_summary(plan, steps, before, base, finetune, scratch, resumed_from, time.time() - started, with_lm)
     return 0
 
 
@@ -243,10 +256,12 @@ def _throughput(run_dir: Path) -> tuple[float, float]:
 
 
 def print_summary(plan, steps: StageSteps, before: Path, base: Path, finetune: Path, scratch: Path,
-                  resumed_from: int | None, wall: float) -> None:
+                  resumed_from: int | None, wall: float, with_lm: Path | None = None) -> None:
     before_eval = json.loads(before.read_text())
     finetune_eval, scratch_eval = _final_eval(finetune), _final_eval(scratch)
+    lm = json.loads(with_lm.read_text()) if with_lm is not None and with_lm.exists() else {}
     rows = [("base model, source dev", _final_eval(base)),
+            ("base model + 4-gram LM (beam search), source dev", lm.get("lm", {})),
             ("base model, new-domain dev (before fine-tuning)", before_eval),
             ("fine-tuned, new-domain dev", finetune_eval),
             ("from scratch, new-domain dev (same steps)", scratch_eval)]
@@ -254,6 +269,11 @@ def print_summary(plan, steps: StageSteps, before: Path, base: Path, finetune: P
     print(f"{'model / eval set':<50} {'WER':>8} {'CER':>8}")
     for name, ev in rows:
         print(f"{name:<50} {ev.get('wer', float('nan')):>8.3f} {ev.get('cer', float('nan')):>8.3f}")
+    if lm:
+        d = lm["decode"]
+        print(f"  (LM: alpha {d['alpha']:g}, beta {d['beta']:g}, beam {d['beam_width']}, "
+              f"{d['lm_decode_x_real_time']:.0f}x real time on {d['processes']} processes; greedy on the same "
+              f"set: WER {lm['greedy']['wer']:.3f}, CER {lm['greedy']['cer']:.3f})")
     print("\nper voice (new-domain dev), WER / CER:")
     print(f"{'voice':<20} {'before':>15} {'fine-tuned':>15} {'scratch':>15}")
     for voice in sorted(finetune_eval.get("subsets", {})):

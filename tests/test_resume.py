@@ -231,7 +231,7 @@ def test_trainer_killed_10_times_with_dropout_specaugment_and_augmentation_ends_
     rng = random.Random(seed)
     randomness = ["model.hidden_dropout=0.1", "model.mask_time_prob=0.05", "model.mask_time_length=2",
                   "data.augment.enabled=true", "data.augment.noise_prob=0.5", "data.augment.gain_db=[-3,3]",
-                  "data.augment.speed_factors=[0.9,1.0,1.1]", "data.max_duration=7", "data.num_workers=2", "train.max_steps=30",
+                  "data.augment.speed_factors=[0.9,1.0,1.1]", "data.max_duration=7", "data.num_workers=2", "train.max_steps=100",
                   "data.eval_shards="]
     log_dir = tmp_path / "logs"
     reference = tmp_path / "reference"
