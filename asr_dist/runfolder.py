@@ -38,6 +38,8 @@ SUMMARY = "summary.json"
 EXPORT = "export"
 CHECKPOINTS = "checkpoints"
 MARKS_OF_A_RUN = (EVAL, EXPORT)  # besides a complete checkpoint
+JOB_EVENTS = "job_events.jsonl"  # the Slurm job's own log (asr_dist/launch): written before the run starts
+JOB_FILES = (LOCK, JOB_EVENTS, "slurm")  # "slurm": submitit's folder (slurm.folder's default)
 
 
 class RunFolderBusy(ConfigError):
@@ -82,7 +84,8 @@ class RunFolder:
         return latest_step(self.path) is not None or any((self.path / m).exists() for m in MARKS_OF_A_RUN)
 
     def leftovers(self) -> list[Path]:
-        return sorted(p for p in self.path.iterdir() if p.name != LOCK) if self.path.is_dir() else []
+        """What a fresh start would move aside: everything but the job's own files (lock, Slurm logs, events)."""
+        return sorted(p for p in self.path.iterdir() if p.name not in JOB_FILES) if self.path.is_dir() else []
 
     def prepare_fresh_start(self, if_run_exists: str) -> Path | None:
         """Before a fresh start (main process, under the lock): refuse, or move the old files aside.

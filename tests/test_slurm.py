@@ -289,8 +289,9 @@ def assert_resumed_where_it_stopped(run: Run, reason: str) -> None:
 # ----------------------------------------------------------------------------- tests: submission
 
 
-def test_dry_run_prints_the_sbatch_script_and_submits_nothing(slurm_cluster, tmp_path):
-    done = subprocess.run(submit_cmd(tmp_path / "run", "slurm.job_name=asr_dry_run", "slurm.partition=debug",
+def test_dry_run_prints_the_sbatch_script_and_submits_nothing(slurm_cluster, tiny_shards, tmp_path):
+    done = subprocess.run(submit_cmd(tmp_path / "run", *data_overrides(tiny_shards), "slurm.job_name=asr_dry_run",
+                                     "slurm.partition=debug",
                                      "slurm.signal_delay_s=120", 'slurm.setup=["export NCCL_DEBUG=WARN"]',
                                      extra=("--dry-run",)),
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -310,13 +311,23 @@ def test_dry_run_prints_the_sbatch_script_and_submits_nothing(slurm_cluster, tmp
     (["slurm.nodes=3"], "Requested node configuration is not available"),  # the cluster has two nodes
     (["slurm.cpus_per_task=64"], "Requested node configuration is not available"),
 ])
-def test_bad_slurm_settings_fail_at_submit_time_with_slurms_reason(slurm_cluster, tmp_path, overrides, reason):
-    done = subprocess.run(submit_cmd(tmp_path / "run", "slurm.job_name=asr_refused", *overrides),
+def test_bad_slurm_settings_fail_at_submit_time_with_slurms_reason(slurm_cluster, tiny_shards, tmp_path, overrides,
+                                                                   reason):
+    done = subprocess.run(submit_cmd(tmp_path / "run", *data_overrides(tiny_shards), "slurm.job_name=asr_refused",
+                                     *overrides),
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "Slurm refuses this job" in done.stderr and reason in done.stderr, done.stderr
     queued = subprocess.run(["squeue", "-h", "-n", "asr_refused"], capture_output=True, text=True).stdout
     assert queued.strip() == "", "a refused job must not be left pending"
+
+
+def test_a_missing_shard_folder_is_refused_before_anything_is_queued(tmp_path):
+    done = subprocess.run(submit_cmd(tmp_path / "run", f"data.train_shards={tmp_path / 'nowhere'}"), cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"data.train_shards = {tmp_path / 'nowhere'}: no such folder" in done.stderr
+    assert not (tmp_path / "run" / "job_events.jsonl").exists()
 
 
 @pytest.mark.parametrize("overrides, message", [

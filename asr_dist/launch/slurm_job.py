@@ -37,10 +37,11 @@ import sys
 import zlib
 from pathlib import Path
 from typing import Any
+from asr_dist.runfolder import JOB_EVENTS
 
 import submitit
 
-EVENTS_FILE = "job_events.jsonl"
+EVENTS_FILE = JOB_EVENTS  # runfolder.py names every file of a run folder
 
 
 class RequeueLimitReached(RuntimeError):

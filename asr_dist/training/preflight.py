@@ -14,6 +14,8 @@ log = logging.getLogger("asr_dist.train")
 
 
 def _shards_problem(key: str, shards: str, index_key: str, index: str) -> str | None:
+    if not shards:
+        return f"{key} is empty: set it to a shard folder written by `asr-dist prepare` (with index.json)"
     if index:
         if is_local(index) and not Path(local_path(index)).is_file():
             return f"{index_key} = {index}: no such file (the index.json `asr-dist prepare` wrote)"
