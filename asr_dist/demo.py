@@ -150,7 +150,7 @@ def run_with_kill(cmd: list[str], run_dir: Path, kill_after_step: int) -> int:
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     while proc.poll() is None:
         if (latest_step(run_dir) or 0) >= kill_after_step:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # the launcher; its ranks die with it (PR_SET_PDEATHSIG)
             proc.wait()
             print(f"\n*** demo: killed the training job (SIGKILL) after step {latest_step(run_dir)} was saved ***",
                   flush=True)

@@ -52,19 +52,30 @@ class RunFolder:
         self._lock_file = None
 
     # -- the lock
-    def lock(self) -> None:
-        """Take the folder for this process (main process of the job) or raise RunFolderBusy naming the holder."""
+    def lock(self, wait_s: float = 0.0) -> None:
+        """Take the folder for this process (main process of the job) or raise RunFolderBusy naming the holder.
+
+        `wait_s`: how long a busy folder is waited for first. A killed or requeued job's ranks may take a few
+        seconds to exit (a save in flight finishing its fsync) after their launcher is gone."""
         self.path.mkdir(parents=True, exist_ok=True)
         f = open(self.path / LOCK, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "an unknown process"
-            f.close()
-            raise RunFolderBusy(f"run folder {self.path} is in use by {holder}; stop that job first or choose "
-                                "another train.run_dir (two jobs in one folder would overwrite each other's "
-                                "checkpoints)") from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "an unknown process"
+                if time.monotonic() < deadline:
+                    log.warning("run folder %s is held by %s; waiting up to %.0f s for it to exit", self.path,
+                                holder, deadline - time.monotonic())
+                    time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+                    continue
+                f.close()
+                raise RunFolderBusy(f"run folder {self.path} is in use by {holder}; stop that job first or choose "
+                                    "another train.run_dir (two jobs in one folder would overwrite each other's "
+                                    "checkpoints)") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")

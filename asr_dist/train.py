@@ -22,6 +22,10 @@ from asr_dist.runfolder import CONFIG, RunFolder
 
 log = logging.getLogger("asr_dist.train")
 
+# A restarted job may find its killed predecessor's ranks still exiting (they die with their launcher, but a
+# save in flight finishes its fsync first): wait this long for the run folder before refusing.
+LOCK_WAIT_S = 30.0
+
 
 def _setup_logging(is_main: bool) -> None:
     logging.basicConfig(level=logging.INFO if is_main else logging.WARNING,
@@ -40,7 +44,7 @@ def open_run_folder(cfg: Config) -> RunFolder:
     from asr_dist.checkpoint import latest_step
 
     folder = RunFolder(cfg.train.run_dir)
-    folder.lock()
+    folder.lock(wait_s=LOCK_WAIT_S)
     resuming = cfg.train.resume not in ("none", "auto") or (
         cfg.train.resume == "auto" and latest_step(folder.path) is not None)
     if not resuming:
