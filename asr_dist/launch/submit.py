@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "COMPLETING", "STAGE_OUT", "RESIZING")
 
 
-def wait(job, poll_s: float = 2.0, end_timeout_s: float = 120.0) -> int:
+def wait(job, poll_s: float = 2.0, end_timeout_s: float = 120.0, grace_s: float = 30.0) -> int:
     """Block until the job is over; print task 0's result or the job's error (0 = success).
 
     submitit reports a failure as soon as the tasks' result files say so, while Slurm may still hold the job
@@ -171,7 +171,7 @@ def wait(job, poll_s: float = 2.0, end_timeout_s: float = 120.0) -> int:
         results = job.results()
     except Exception as error:  # submitit's FailedJobError/UncompletedJobError carry the traceback and log paths
         print(f"job {job.job_id} failed: {error}", file=sys.stderr)
-        end_failed_job(job.job_id, poll_s, end_timeout_s)
+        end_failed_job(job.job_id, poll_s, end_timeout_s, grace_s)
         return 1
     summary = results[0]
     if isinstance(summary, dict):  # asr_dist.train.run's summary, without the per-step losses
@@ -180,20 +180,28 @@ def wait(job, poll_s: float = 2.0, end_timeout_s: float = 120.0) -> int:
     return 0
 
 
-def end_failed_job(job_id: str, poll_s: float = 2.0, timeout_s: float = 120.0) -> None:
-    """Cancel what is left of a failed job and wait (bounded) until Slurm no longer lists it as active."""
-    state, _ = slurm_view(job_id)
-    if state in ACTIVE_STATES and state != "COMPLETING":
-        subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
-        print(f"job {job_id} was still {state} after the failure: cancelled its remaining tasks", file=sys.stderr)
-    deadline = time.monotonic() + timeout_s
-    while state in ACTIVE_STATES and time.monotonic() < deadline:
-        time.sleep(poll_s)
+def end_failed_job(job_id: str, poll_s: float = 2.0, timeout_s: float = 120.0, grace_s: float = 30.0) -> None:
+    """After a failure: let Slurm end the job on its own for `grace_s` (so that sacct keeps FAILED), then cancel
+    what is left, and wait (bounded) until Slurm no longer lists it as active."""
+    def wait_while_active(seconds: float) -> str:
         state, _ = slurm_view(job_id)
+        deadline = time.monotonic() + seconds
+        while state in ACTIVE_STATES and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            state, _ = slurm_view(job_id)
+        return state
+
+    state = wait_while_active(grace_s)
+    if state not in ACTIVE_STATES:
+        return
+    if state != "COMPLETING":
+        subprocess.run(["scancel", job_id], capture_output=True, text=True, timeout=60)
+        print(f"job {job_id} was still {state} {grace_s:.0f} s after the failure: cancelled its remaining tasks",
+              file=sys.stderr)
+    state = wait_while_active(timeout_s)
     if state in ACTIVE_STATES:
         print(f"job {job_id} is still {state} in Slurm {timeout_s:.0f} s after the failure; see squeue -j {job_id}",
               file=sys.stderr)
-
 
 if __name__ == "__main__":
     sys.exit(main())
