@@ -27,7 +27,8 @@ from transformers import Trainer, TrainingArguments
 
 from asr_dist.config import load_config
 from asr_dist.data.index import load_index, local_path
-from asr_dist.data.loader import decode_flac, read_members
+from asr_dist.audio import read_audio
+from asr_dist.data.loader import read_members
 from asr_dist.model import build_model
 from asr_dist.text import load_processor
 from asr_dist.training.components import processor_path
@@ -51,7 +52,7 @@ def load_and_featurize(shards: str, processor, sample_rate: int) -> SpeechDatase
     for shard in load_index(shards).shards:
         members = read_members(shard.url, {s.key for s in shard.samples})
         for sample in shard.samples:
-            audio = decode_flac(members[sample.key]["flac"], sample_rate)
+            audio = read_audio(members[sample.key]["flac"], sample_rate)
             items.append({"input_values": processor(audio, sampling_rate=sample_rate).input_values[0],
                           "input_length": len(audio),
                           "labels": processor.tokenizer(sample.text).input_ids})

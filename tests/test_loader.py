@@ -13,7 +13,8 @@ import torch
 from _shard_factory import tiny_processor, write_tiny_shards
 from asr_dist.config import DataConfig
 from asr_dist.data.index import load_index
-from asr_dist.data.loader import ShardReadError, build_eval_loader, build_train_loader, decode_flac
+from asr_dist.audio import read_audio as decode_flac
+from asr_dist.data.loader import ShardReadError, build_eval_loader, build_train_loader
 from asr_dist.text import load_processor
 
 SHARD_SIZES = [5, 3, 7, 1, 4, 6, 2, 5, 3]  # 36 samples in 9 uneven shards

@@ -99,11 +99,6 @@ def _open_pipe(url: str) -> Pipe:
                 preexec_fn=_ignore_stop_signals)
 
 
-def decode_flac(data: bytes, sample_rate: int) -> np.ndarray:
-    """FLAC bytes -> float32 mono at `sample_rate` (down-mixes and resamples foreign audio)."""
-    return read_audio(data, sample_rate)
-
-
 # ----------------------------------------------------------------------------- the worker side
 
 
@@ -164,7 +159,7 @@ class _PlannedBatchStream(IterableDataset):
                 parts = members.get(s.key, {}) if self._uses[s.key] > 0 else members.pop(s.key, {})  # free at last use
                 if "flac" not in parts:
                     raise ValueError("no .flac member in the shard")
-                wave = decode_flac(parts["flac"], self.sample_rate)
+                wave = read_audio(parts["flac"], self.sample_rate)
                 meta = json.loads(parts["json"]) if "json" in parts else {"text": info.text, "speaker": info.speaker}
                 if not isinstance(meta, dict):
                     raise ValueError(".json member is not an object")

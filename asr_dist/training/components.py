@@ -58,10 +58,12 @@ class Components:
     @property
     def stateful(self) -> dict:
         """What a checkpoint saves besides model, optimizer and RNG (Accelerate's part)."""
-        state = {"loader": self.train_loader, "trainer": self.progress}
-        if self.trainer.scaler is not None:
-            state["grad_scaler"] = self.trainer.scaler
-        return state
+        return checkpointed_state(self.train_loader, self.progress, self.trainer.scaler)
+
+
+def checkpointed_state(train_loader, progress: RunProgress, scaler) -> dict:
+    """The extra state of a checkpoint, by name: data position, counters and budget, fp16 loss scale."""
+    return {"loader": train_loader, "trainer": progress, **({"grad_scaler": scaler} if scaler is not None else {})}
 
 
 def build(cfg: Config, backend: Backend) -> Components:
@@ -103,7 +105,7 @@ def build(cfg: Config, backend: Backend) -> Components:
 
     progress = RunProgress()
     scaler = torch.amp.GradScaler(accelerator.device.type) if backend.owns_loss_scaling else None
-    stateful = {"loader": train_loader, "trainer": progress, **({"grad_scaler": scaler} if scaler else {})}
+    stateful = checkpointed_state(train_loader, progress, scaler)
     resumed_from = checkpoints.resolve(cfg.train.resume)
     if resumed_from is not None:
         checkpoints.load(resumed_from, stateful)
